@@ -1,0 +1,70 @@
+/** The validated, normalized image spec: what image.yaml means, with defaults applied. */
+
+export interface AptSource {
+  /** Archive root, no trailing slash. */
+  url: string;
+  suites: string[];
+  components: string[];
+  /** Absolute path to an OpenPGP keyring (binary .gpg or armored .asc); undefined = default. */
+  keyring?: string;
+}
+
+export type InstallMode = 'dpkg' | 'unpack';
+
+/** A requested package: `name`, `name=version`, `name:arch` (arch qualifiers later). */
+export interface PackageRequest {
+  name: string;
+  /** Exact version pin from `name=version`. */
+  version?: string;
+  /** Where it was written, for error messages ("image.yaml:7:5"). */
+  where: string;
+}
+
+export interface AptSection {
+  sources: AptSource[];
+  packages: PackageRequest[];
+  install: InstallMode;
+  recommends: boolean;
+  /** Lockfile path template override (absolute after normalization), may contain {suite} and {arch}. */
+  lockfile?: string;
+  /** Which preset filled the sources, if any, e.g. "debian 12" (for messages). */
+  preset?: string;
+}
+
+export interface FileEntry {
+  src: string;
+  dest: string;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+export interface ImageConfigSpec {
+  env: Record<string, string>;
+  entrypoint?: string[];
+  cmd?: string[];
+  workdir?: string;
+  user?: string;
+  labels: Record<string, string>;
+  expose: string[];
+}
+
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+export interface ImageSpec {
+  /** Absolute path of the spec file. */
+  path: string;
+  /** Directory relative paths are resolved against. */
+  dir: string;
+  /** A registry reference or "scratch". */
+  from: string;
+  apt?: AptSection;
+  run: string[];
+  files: FileEntry[];
+  config: ImageConfigSpec;
+  platforms: Platform[];
+}
