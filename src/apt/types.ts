@@ -32,6 +32,13 @@ export interface PackageRecord {
   conflicts: string;
   breaks: string;
   provides: string;
+  /** Fields the resolver never follows, kept because apt's tie-breaking order
+   *  (package creation order in its cache) depends on every name they mention. */
+  suggests?: string;
+  replaces?: string;
+  enhances?: string;
+  /** `Important: yes` or `Protected: yes` (apt prefers such providers). */
+  important?: boolean;
   /** Path relative to origin.url, e.g. pool/main/c/curl/curl_7.88.1-10_amd64.deb */
   filename: string;
   size: number;

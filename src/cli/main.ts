@@ -20,7 +20,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--cache-dir <dir>', 'store for indices (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
     .option('--insecure-no-verify', 'accept unsigned or badly signed repositories (DANGEROUS)')
     .option('--ignore-valid-until', 'accept expired Release files (snapshot mirrors)')
-    .option('-q, --quiet', 'print errors only')
+    .option('--base-status <file>', 'dpkg status file of the base image (its installed packages are not locked again)')
+    .option('-q, --quiet', 'print errors and warnings only')
     .action(async (opts) => {
       const { lockCommand } = await import('./lock.js');
       await lockCommand(opts);

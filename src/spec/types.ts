@@ -16,6 +16,8 @@ export interface PackageRequest {
   name: string;
   /** Exact version pin from `name=version`. */
   version?: string;
+  /** Debian architecture qualifier from `name:arch` (e.g. "i386"); undefined = the platform's. */
+  arch?: string;
   /** Where it was written, for error messages ("image.yaml:7:5"). */
   where: string;
 }
@@ -29,6 +31,9 @@ export interface AptSection {
   lockfile?: string;
   /** Which preset filled the sources, if any, e.g. "debian 12" (for messages). */
   preset?: string;
+  /** The preset's kind and release number, so sources can be recomputed per architecture. */
+  presetKind?: 'ubuntu' | 'debian';
+  presetVersion?: string;
 }
 
 export interface FileEntry {
