@@ -523,21 +523,19 @@ function collectRequests(s: Solver, opts: ResolveOptions): Request[] {
 function checkNothingBroken(s: Solver, requests: Request[]): void {
   const problems: string[] = [];
   for (const r of requests) {
-    const v = s.state.get(r.name);
-    if (!v) problems.push(`${r.name}: ${explainUninstallable(s, r.name, [r.name], new Set())}`);
+    if (!s.state.get(r.name)) problems.push(explainUninstallable(s, r.name, r.name, new Set()));
   }
   for (const name of [...s.marked].sort()) {
     const ver = s.state.get(name)!;
     for (const group of [...ver.preDepends, ...ver.depends]) {
-      if (!groupSatisfied(s, group)) {
-        problems.push(`${chainTo(s, name, requests)} → ${formatOrGroup(group)}, but ${whyUnsatisfiable(s, group)}`);
-      }
+      if (!groupSatisfied(s, group)) problems.push(explainGroup(s, chainTo(s, name, requests), group, new Set([name])));
     }
     for (const group of [...ver.conflicts, ...ver.breaks]) {
       for (const rel of group) {
         for (const hit of conflictingWith(s, ver, rel)) {
           const kind = ver.conflicts.includes(group) ? 'conflicts with' : 'breaks';
-          problems.push(`${chainTo(s, name, requests)} ${kind} ${formatOrGroup([rel])}, but ${hit.pkg} ${hit.version} ${hit.installed && !s.marked.has(hit.pkg) ? 'is installed' : 'is to be installed'} (${chainTo(s, hit.pkg, requests)})`);
+          const state = hit.installed && !s.marked.has(hit.pkg) ? 'is installed' : 'is to be installed';
+          problems.push(`${chainTo(s, name, requests)} ${kind} ${formatOrGroup([rel])}, but ${hit.pkg} ${hit.version} ${state} (${chainTo(s, hit.pkg, requests)})`);
         }
       }
     }
@@ -551,27 +549,30 @@ function checkNothingBroken(s: Solver, requests: Request[]): void {
   }
 }
 
+/** Follows an unmet or-group down to the first reason nothing in it can be installed. */
+function explainGroup(s: Solver, chain: string, group: OrGroup, seen: Set<string>): string {
+  const next = group.flatMap((rel) => targetsOfUnfiltered(s, rel)).find((v) => !seen.has(v.pkg));
+  if (!next) return `${chain} → ${formatOrGroup(group)}, but ${whyUnsatisfiable(s, group)}`;
+  return explainUninstallable(s, next.pkg, `${chain} → ${next.pkg}`, seen);
+}
+
 /** Why a package could not be installed, following its first unsatisfiable dependency. */
-function explainUninstallable(s: Solver, name: string, path: string[], seen: Set<string>): string {
+function explainUninstallable(s: Solver, name: string, chain: string, seen: Set<string>): string {
   seen.add(name);
   const recs = s.byName.get(name) ?? [];
   const cand = recs.length ? recs.reduce((a, b) => (compareVersions(a.version, b.version) >= 0 ? a : b)) : undefined;
-  if (!cand) return 'has no installable version';
+  if (!cand) return `${chain} has no installable version`;
   const ver = verFromRecord(s, cand);
   for (const group of [...ver.preDepends, ...ver.depends]) {
-    if (groupSatisfied(s, group)) continue;
-    const installable = group.flatMap((rel) => targetsOfUnfiltered(s, rel));
-    if (installable.length === 0) return `${path.join(' → ')} → ${formatOrGroup(group)}, but ${whyUnsatisfiable(s, group)}`;
-    const next = installable.find((v) => !seen.has(v.pkg));
-    if (next) return explainUninstallable(s, next.pkg, [...path, next.pkg], seen);
+    if (!groupSatisfied(s, group)) return explainGroup(s, chain, group, seen);
   }
   for (const group of [...ver.conflicts, ...ver.breaks]) {
     for (const rel of group) {
       const hit = conflictingWith(s, ver, rel)[0];
-      if (hit) return `${path.join(' → ')} conflicts with ${formatOrGroup([rel])} (${hit.pkg} ${hit.version})`;
+      if (hit) return `${chain} conflicts with ${formatOrGroup([rel])} (${hit.pkg} ${hit.version})`;
     }
   }
-  return `${path.join(' → ')} cannot be installed`;
+  return `${chain} cannot be installed`;
 }
 
 /** Like targetsOf, but ignoring discarded candidates: what the indices could offer. */

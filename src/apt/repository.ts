@@ -1,0 +1,365 @@
+/**
+ * Loads the package universe of a set of apt sources: for each source × suite the
+ * (In)Release file, verified against the source's keyring; then each component's
+ * Packages index, verified against the Release's SHA256 list while streaming into the
+ * store, decompressed and parsed (the parsed form is cached by index digest, so an
+ * unchanged index is neither downloaded nor parsed twice).
+ */
+import { access } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { posix } from 'node:path';
+import type { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { deserialize, serialize } from 'node:v8';
+import { createGunzip } from 'node:zlib';
+import pMap from 'p-map';
+import { OcibuildError } from '../errors.js';
+import type { AptSource } from '../spec/types.js';
+import type { Store } from '../store/store.js';
+import { fetchBuffer, fetchToStore, NotFoundError, type FetchOptions } from './http.js';
+import { parsePackages } from './packages-index.js';
+import { parseRelease, type ReleaseEntry, type ReleaseFile } from './release.js';
+import { loadKeyring, readInReleaseUnverified, verifyDetached, verifyInRelease, type Key } from './signature.js';
+import type { IndexOrigin, PackageRecord, PackageUniverse } from './types.js';
+
+export interface RepositoryOptions {
+  store: Store;
+  insecureNoVerify?: boolean;
+  ignoreValidUntil?: boolean;
+  now?: Date;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+  /** Parallel suites and parallel index downloads (each bounded separately); default 4. */
+  concurrency?: number;
+  /** Retry policy for the mirror (tests shorten the backoff). */
+  http?: Pick<FetchOptions, 'retries' | 'backoffMs'>;
+}
+
+export interface LoadedUniverse extends PackageUniverse {
+  /** One per origin, same order: the sha256 (hex) of the index file downloaded for it. */
+  indices: Array<{ origin: IndexOrigin; sha256: string }>;
+}
+
+export const DEBIAN_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
+export const UBUNTU_KEYRING = '/usr/share/keyrings/ubuntu-archive-keyring.gpg';
+
+/** Bumped whenever PackageRecord or the parser's output changes. */
+const PARSED_CACHE_KIND = 'packages-v1';
+
+// Preference order: smallest download first; apt does the same.
+const INDEX_VARIANTS: Array<{ suffix: string; compression: Compression }> = [
+  { suffix: '.xz', compression: 'xz' },
+  { suffix: '.gz', compression: 'gz' },
+  { suffix: '', compression: 'none' },
+];
+
+export type Compression = 'xz' | 'gz' | 'none';
+
+interface IndexTask {
+  origin: IndexOrigin;
+  /** Full URL of the index as listed (not the by-hash URL). */
+  url: string;
+  fetchUrl: string;
+  entry: ReleaseEntry;
+  compression: Compression;
+}
+
+export async function loadUniverse(sources: AptSource[], arch: string, opts: RepositoryOptions): Promise<LoadedUniverse> {
+  const concurrency = opts.concurrency ?? 4;
+  const keyrings = new Map<string, Promise<Key[]>>();
+  const suites = sources.flatMap((source) => source.suites.map((suite) => ({ source, suite })));
+
+  const perSuite = await pMap(
+    suites,
+    async ({ source, suite }) => {
+      const release = await loadRelease(source, suite, opts, keyrings);
+      return planIndices(source, suite, release, arch);
+    },
+    { concurrency, signal: opts.signal },
+  );
+  const tasks = perSuite.flat();
+
+  // Identical indices (an empty component, the same binary-all in two suites) are
+  // fetched and parsed once; each origin gets its own copy of the records.
+  const byDigest = new Map<string, Promise<PackageRecord[]>>();
+  const parsed = await pMap(
+    tasks,
+    async (task, i) => {
+      const shared = byDigest.get(task.entry.sha256);
+      if (shared !== undefined) return (await shared).map((r) => ({ ...r, origin: i }));
+      const own = loadIndex(task, i, opts);
+      byDigest.set(task.entry.sha256, own);
+      return own;
+    },
+    { concurrency, signal: opts.signal },
+  );
+
+  const records: PackageRecord[] = [];
+  const seen = new Set<string>();
+  for (const list of parsed) {
+    for (const r of list) {
+      // Debian lists arch:all packages in binary-<arch> and in binary-all
+      // (No-Support-for-Architecture-all: Packages); keep the first copy.
+      const key = `${r.package}\0${r.version}\0${r.architecture}\0${tasks[r.origin]!.origin.url}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      records.push(r);
+    }
+  }
+  return {
+    arch,
+    origins: tasks.map((t) => t.origin),
+    records,
+    indices: tasks.map((t) => ({ origin: t.origin, sha256: t.entry.sha256 })),
+  };
+}
+
+/** Fetches and verifies dists/<suite>/InRelease, or Release + Release.gpg when InRelease is missing. */
+async function loadRelease(
+  source: AptSource,
+  suite: string,
+  opts: RepositoryOptions,
+  keyrings: Map<string, Promise<Key[]>>,
+): Promise<ReleaseFile> {
+  const base = `${trimSlash(source.url)}/dists/${suite}`;
+  const fetchOpts = httpOptions(opts);
+  const keys = (): Promise<Key[]> => keyringFor(source, keyrings);
+  const insecure = (url: string): void =>
+    opts.log?.(`WARNING: NOT verifying the signature of ${url} (--insecure-no-verify): its packages may be forged`);
+
+  let text: string;
+  let where = `${base}/InRelease`;
+  let inRelease: Buffer | undefined;
+  try {
+    inRelease = await fetchBuffer(where, fetchOpts);
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+  }
+  if (inRelease !== undefined) {
+    if (opts.insecureNoVerify) {
+      insecure(where);
+      text = await readInReleaseUnverified(inRelease.toString('utf8'), where);
+    } else {
+      text = await verifyInRelease(inRelease.toString('utf8'), await keys(), where);
+    }
+  } else {
+    where = `${base}/Release`;
+    let release: Buffer;
+    try {
+      release = await fetchBuffer(where, fetchOpts);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+      throw new OcibuildError(`suite ${suite} has neither InRelease nor Release`, {
+        where: base,
+        hint: 'check the suite name and the source url (it must be the archive root, e.g. http://deb.debian.org/debian)',
+      });
+    }
+    if (opts.insecureNoVerify) {
+      insecure(where);
+    } else {
+      const sigUrl = `${where}.gpg`;
+      let signature: Buffer;
+      try {
+        signature = await fetchBuffer(sigUrl, fetchOpts);
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+        throw new OcibuildError('the Release file is not signed (no InRelease, no Release.gpg)', {
+          where,
+          hint: 'unsigned repositories cannot be verified; to proceed anyway (unsafe) pass --insecure-no-verify',
+        });
+      }
+      await verifyDetached(release, signature, await keys(), sigUrl);
+    }
+    text = release.toString('utf8');
+  }
+
+  const parsed = parseRelease(text, where);
+  const now = opts.now ?? new Date();
+  if (parsed.validUntil !== undefined && parsed.validUntil.getTime() < now.getTime()) {
+    if (!opts.ignoreValidUntil) {
+      throw new OcibuildError(
+        `the Release file of suite ${suite} expired on ${parsed.validUntil.toISOString()} (Valid-Until)`,
+        {
+          where,
+          hint: 'the mirror is stale, or replaying old metadata; for snapshot mirrors pass --ignore-valid-until',
+        },
+      );
+    }
+    opts.log?.(`warning: ${where} expired on ${parsed.validUntil.toISOString()}; accepted (--ignore-valid-until)`);
+  }
+  return parsed;
+}
+
+function keyringFor(source: AptSource, cache: Map<string, Promise<Key[]>>): Promise<Key[]> {
+  const explicit = source.keyring;
+  const path = explicit ?? (source.url.includes('ubuntu') ? UBUNTU_KEYRING : DEBIAN_KEYRING);
+  let keys = cache.get(path);
+  if (keys === undefined) {
+    keys = (async () => {
+      if (explicit === undefined) {
+        try {
+          await access(path);
+        } catch {
+          const pkg = path === UBUNTU_KEYRING ? 'ubuntu-keyring' : 'debian-archive-keyring';
+          throw new OcibuildError(`the default keyring for ${source.url} is missing`, {
+            where: path,
+            hint: `install the ${pkg} package, or set \`keyring:\` on this apt source`,
+          });
+        }
+      }
+      return loadKeyring(path);
+    })();
+    cache.set(path, keys);
+  }
+  return keys;
+}
+
+/** The Packages indices of one suite, in component order, then [arch, all]. */
+function planIndices(source: AptSource, suite: string, release: ReleaseFile, arch: string): IndexTask[] {
+  const base = `${trimSlash(source.url)}/dists/${suite}`;
+  if (release.architectures.length > 0 && !release.architectures.includes(arch)) {
+    throw new OcibuildError(`suite ${suite} does not support architecture ${arch}`, {
+      where: `${base}/Release`,
+      hint: `its Release lists: ${release.architectures.join(' ')}`,
+    });
+  }
+  const tasks: IndexTask[] = [];
+  for (const component of source.components) {
+    const arches = [arch];
+    if (arch !== 'all' && findIndex(release, component, 'all') !== undefined) arches.push('all');
+    for (const a of arches) {
+      const found = findIndex(release, component, a);
+      if (found === undefined) {
+        const listed = [...release.sha256.keys()]
+          .map((p) => /^(.+\/binary-[^/]+)\/Packages(\.xz|\.gz)?$/.exec(p)?.[1])
+          .filter((p): p is string => p !== undefined);
+        const uniq = [...new Set(listed)];
+        throw new OcibuildError(`suite ${suite} has no Packages index for component ${component}, architecture ${a}`, {
+          where: `${base}/Release`,
+          hint:
+            uniq.length > 0
+              ? `the Release lists: ${uniq.join(', ')}`
+              : `the Release lists no Packages indices (components: ${release.components.join(' ') || 'none'})`,
+        });
+      }
+      const url = `${base}/${found.path}`;
+      const fetchUrl = release.acquireByHash
+        ? `${base}/${posix.dirname(found.path)}/by-hash/SHA256/${found.entry.sha256}`
+        : url;
+      tasks.push({
+        origin: { url: trimSlash(source.url), suite, component, arch: a },
+        url,
+        fetchUrl,
+        entry: found.entry,
+        compression: found.compression,
+      });
+    }
+  }
+  return tasks;
+}
+
+function findIndex(
+  release: ReleaseFile,
+  component: string,
+  arch: string,
+): { path: string; entry: ReleaseEntry; compression: Compression } | undefined {
+  for (const v of INDEX_VARIANTS) {
+    const path = `${component}/binary-${arch}/Packages${v.suffix}`;
+    const entry = release.sha256.get(path);
+    if (entry !== undefined) return { path, entry, compression: v.compression };
+  }
+  return undefined;
+}
+
+async function loadIndex(task: IndexTask, origin: number, opts: RepositoryOptions): Promise<PackageRecord[]> {
+  const { store } = opts;
+  const digest = `sha256:${task.entry.sha256}`;
+  // The cache key is the digest the signed Release vouches for, so a cached parse is
+  // as trustworthy as the blob it came from.
+  const cached = await readParsedCache(store, task.entry.sha256);
+  if (cached !== undefined) {
+    opts.log?.(`index ${task.url}: cached (${cached.length} packages)`);
+    for (const r of cached) r.origin = origin;
+    return cached;
+  }
+  if (await store.has(digest)) {
+    opts.log?.(`index ${task.url}: in store`);
+  } else {
+    opts.log?.(`index ${task.url}: downloading ${task.entry.size} bytes`);
+    const expect = { digest, size: task.entry.size };
+    try {
+      await fetchToStore(task.fetchUrl, store, expect, httpOptions(opts));
+    } catch (err) {
+      // A mirror mid-sync may lack the by-hash copy; apt then falls back to the plain path.
+      if (!(err instanceof NotFoundError) || task.fetchUrl === task.url) throw err;
+      opts.log?.(`index ${task.fetchUrl}: not found by hash, trying ${task.url}`);
+      await fetchToStore(task.url, store, expect, httpOptions(opts));
+    }
+  }
+  let text: Buffer;
+  try {
+    text = await decompressIndex(store.openBlob(digest), task.compression, opts.signal);
+  } catch (err) {
+    if (opts.signal?.aborted) throw err;
+    throw new OcibuildError(`cannot decompress the index (${task.compression}): ${(err as Error).message}`, {
+      where: task.url,
+      hint: 'the mirror publishes a damaged index; use another mirror',
+      cause: err,
+    });
+  }
+  const records = parsePackages(text, origin, task.url);
+  opts.log?.(`index ${task.url}: parsed ${records.length} packages`);
+  await store.writeCacheFile(PARSED_CACHE_KIND, task.entry.sha256, serialize(records));
+  return records;
+}
+
+/**
+ * The parsed cache is v8.serialize of PackageRecord[]: on bookworm main amd64 it loads
+ * several times faster than JSON.parse of the same data (bench/RESULTS.md).
+ */
+async function readParsedCache(store: Store, hex: string): Promise<PackageRecord[] | undefined> {
+  const data = await store.readCacheFile(PARSED_CACHE_KIND, hex);
+  if (data === undefined) return undefined;
+  try {
+    const value: unknown = deserialize(data);
+    return Array.isArray(value) ? (value as PackageRecord[]) : undefined;
+  } catch {
+    // A damaged cache entry is re-derived from the verified blob.
+    return undefined;
+  }
+}
+
+interface LzmaNative {
+  createDecompressor(options?: Record<string, unknown>): Transform;
+}
+let lzma: LzmaNative | undefined;
+
+/** Decompresses a whole index into memory (the parser wants the complete text). */
+export async function decompressIndex(src: Readable, compression: Compression, signal?: AbortSignal): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const sink = async (source: AsyncIterable<Buffer>): Promise<void> => {
+    for await (const chunk of source) chunks.push(chunk);
+  };
+  const options = signal ? { signal } : {};
+  if (compression === 'none') {
+    await pipeline(src, sink, options);
+  } else if (compression === 'gz') {
+    await pipeline(src, createGunzip(), sink, options);
+  } else {
+    // lzma-native ships no type declarations; it streams through the system-grade liblzma.
+    lzma ??= createRequire(import.meta.url)('lzma-native') as LzmaNative;
+    await pipeline(src, lzma.createDecompressor(), sink, options);
+  }
+  return Buffer.concat(chunks);
+}
+
+function httpOptions(opts: RepositoryOptions): FetchOptions {
+  const o: FetchOptions = { ...opts.http };
+  if (opts.signal) o.signal = opts.signal;
+  if (opts.log) o.log = opts.log;
+  return o;
+}
+
+function trimSlash(url: string): string {
+  return url.replace(/\/+$/, '');
+}
