@@ -25,6 +25,11 @@ const enum F {
   Size,
   Sha256,
   Source,
+  Suggests,
+  Replaces,
+  Enhances,
+  Important,
+  Protected,
   Count,
 }
 
@@ -47,6 +52,12 @@ const FIELDS: Array<[string, F]> = [
   ['size', F.Size],
   ['sha256', F.Sha256],
   ['source', F.Source],
+  // Only for apt's tie-breaking order (resolve.ts) and its Important flag.
+  ['suggests', F.Suggests],
+  ['replaces', F.Replaces],
+  ['enhances', F.Enhances],
+  ['important', F.Important],
+  ['protected', F.Protected],
 ];
 const BY_LENGTH: Array<Array<[string, F]> | undefined> = [];
 for (const entry of FIELDS) (BY_LENGTH[entry[0].length] ??= []).push(entry);
@@ -169,6 +180,11 @@ function makeRecord(
     size: Number(size),
     sha256,
     source: v[F.Source] ?? '',
+    suggests: v[F.Suggests] ?? '',
+    replaces: v[F.Replaces] ?? '',
+    enhances: v[F.Enhances] ?? '',
+    // apt sets its Important flag for both fields (deblistparser UsePackage).
+    important: (v[F.Important] ?? '').toLowerCase() === 'yes' || (v[F.Protected] ?? '').toLowerCase() === 'yes',
     origin,
   };
 }

@@ -10,7 +10,6 @@ import { createRequire } from 'node:module';
 import { posix } from 'node:path';
 import type { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { deserialize, serialize } from 'node:v8';
 import { createGunzip } from 'node:zlib';
 import pMap from 'p-map';
 import { OcibuildError } from '../errors.js';
@@ -18,6 +17,7 @@ import type { AptSource } from '../spec/types.js';
 import type { Store } from '../store/store.js';
 import { fetchBuffer, fetchToStore, NotFoundError, type FetchOptions } from './http.js';
 import { parsePackages } from './packages-index.js';
+import { decodeIndexCache, encodeIndexCache } from './index-cache.js';
 import { parseRelease, type ReleaseEntry, type ReleaseFile } from './release.js';
 import { loadKeyring, readInReleaseUnverified, verifyDetached, verifyInRelease, type Key } from './signature.js';
 import type { IndexOrigin, PackageRecord, PackageUniverse } from './types.js';
@@ -44,7 +44,7 @@ export const DEBIAN_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 export const UBUNTU_KEYRING = '/usr/share/keyrings/ubuntu-archive-keyring.gpg';
 
 /** Bumped whenever PackageRecord or the parser's output changes. */
-const PARSED_CACHE_KIND = 'packages-v1';
+const PARSED_CACHE_KIND = 'packages-v2';
 
 // Preference order: smallest download first; apt does the same.
 const INDEX_VARIANTS: Array<{ suffix: string; compression: Compression }> = [
@@ -55,13 +55,18 @@ const INDEX_VARIANTS: Array<{ suffix: string; compression: Compression }> = [
 
 export type Compression = 'xz' | 'gz' | 'none';
 
-interface IndexTask {
-  origin: IndexOrigin;
+interface IndexFile {
   /** Full URL of the index as listed (not the by-hash URL). */
   url: string;
   fetchUrl: string;
   entry: ReleaseEntry;
   compression: Compression;
+}
+
+interface IndexTask extends IndexFile {
+  origin: IndexOrigin;
+  /** The other compressions the Release lists, tried when the preferred file cannot be had. */
+  fallbacks: IndexFile[];
 }
 
 export async function loadUniverse(sources: AptSource[], arch: string, opts: RepositoryOptions): Promise<LoadedUniverse> {
@@ -81,18 +86,22 @@ export async function loadUniverse(sources: AptSource[], arch: string, opts: Rep
 
   // Identical indices (an empty component, the same binary-all in two suites) are
   // fetched and parsed once; each origin gets its own copy of the records.
-  const byDigest = new Map<string, Promise<PackageRecord[]>>();
-  const parsed = await pMap(
+  const byDigest = new Map<string, Promise<LoadedIndex>>();
+  const loaded = await pMap(
     tasks,
     async (task, i) => {
       const shared = byDigest.get(task.entry.sha256);
-      if (shared !== undefined) return (await shared).map((r) => ({ ...r, origin: i }));
-      const own = loadIndex(task, i, opts);
+      if (shared !== undefined) {
+        const other = await shared;
+        return { sha256: other.sha256, records: other.records.map((r) => ({ ...r, origin: i })) };
+      }
+      const own = loadIndexWithFallbacks(task, i, opts);
       byDigest.set(task.entry.sha256, own);
       return own;
     },
     { concurrency, signal: opts.signal },
   );
+  const parsed = loaded.map((l) => l.records);
 
   const records: PackageRecord[] = [];
   const seen = new Set<string>();
@@ -110,7 +119,7 @@ export async function loadUniverse(sources: AptSource[], arch: string, opts: Rep
     arch,
     origins: tasks.map((t) => t.origin),
     records,
-    indices: tasks.map((t) => ({ origin: t.origin, sha256: t.entry.sha256 })),
+    indices: tasks.map((t, i) => ({ origin: t.origin, sha256: loaded[i]!.sha256 })),
   };
 }
 
@@ -226,7 +235,10 @@ function planIndices(source: AptSource, suite: string, release: ReleaseFile, arc
   const tasks: IndexTask[] = [];
   for (const component of source.components) {
     const arches = [arch];
-    if (arch !== 'all' && findIndex(release, component, 'all') !== undefined) arches.push('all');
+    // "No-Support-for-Architecture-all: Packages" says arch:all packages are listed in
+    // every binary-<arch> index already; apt then skips binary-all, and so do we.
+    const allInArchIndices = (release.noSupportForArchitectureAll ?? '').split(/\s+/).includes('Packages');
+    if (arch !== 'all' && !allInArchIndices && findIndex(release, component, 'all') !== undefined) arches.push('all');
     for (const a of arches) {
       const found = findIndex(release, component, a);
       if (found === undefined) {
@@ -242,16 +254,16 @@ function planIndices(source: AptSource, suite: string, release: ReleaseFile, arc
               : `the Release lists no Packages indices (components: ${release.components.join(' ') || 'none'})`,
         });
       }
-      const url = `${base}/${found.path}`;
-      const fetchUrl = release.acquireByHash
-        ? `${base}/${posix.dirname(found.path)}/by-hash/SHA256/${found.entry.sha256}`
-        : url;
+      const file = (f: { path: string; entry: ReleaseEntry; compression: Compression }): IndexFile => ({
+        url: `${base}/${f.path}`,
+        fetchUrl: release.acquireByHash ? `${base}/${posix.dirname(f.path)}/by-hash/SHA256/${f.entry.sha256}` : `${base}/${f.path}`,
+        entry: f.entry,
+        compression: f.compression,
+      });
       tasks.push({
         origin: { url: trimSlash(source.url), suite, component, arch: a },
-        url,
-        fetchUrl,
-        entry: found.entry,
-        compression: found.compression,
+        ...file(found),
+        fallbacks: allIndices(release, component, a).filter((f) => f.path !== found.path).map(file),
       });
     }
   }
@@ -263,23 +275,67 @@ function findIndex(
   component: string,
   arch: string,
 ): { path: string; entry: ReleaseEntry; compression: Compression } | undefined {
+  return allIndices(release, component, arch)[0];
+}
+
+/** Every Packages file the Release lists for one component and architecture, preferred first. */
+function allIndices(
+  release: ReleaseFile,
+  component: string,
+  arch: string,
+): Array<{ path: string; entry: ReleaseEntry; compression: Compression }> {
+  const out: Array<{ path: string; entry: ReleaseEntry; compression: Compression }> = [];
   for (const v of INDEX_VARIANTS) {
     const path = `${component}/binary-${arch}/Packages${v.suffix}`;
     const entry = release.sha256.get(path);
-    if (entry !== undefined) return { path, entry, compression: v.compression };
+    if (entry !== undefined) out.push({ path, entry, compression: v.compression });
   }
-  return undefined;
+  return out;
 }
 
-async function loadIndex(task: IndexTask, origin: number, opts: RepositoryOptions): Promise<PackageRecord[]> {
+interface LoadedIndex {
+  /** sha256 (hex) of the index file that was used. */
+  sha256: string;
+  records: PackageRecord[];
+}
+
+/**
+ * A mirror in the middle of a sync can serve an InRelease whose listed files it does
+ * not have yet (a 404 by hash and by name, or a file with another checksum). Like apt,
+ * try the other compressions the Release lists before giving up.
+ */
+async function loadIndexWithFallbacks(task: IndexTask, origin: number, opts: RepositoryOptions): Promise<LoadedIndex> {
+  let firstError: unknown;
+  for (const file of [task, ...task.fallbacks]) {
+    try {
+      return { sha256: file.entry.sha256, records: await loadIndex(file, origin, opts) };
+    } catch (err) {
+      if (opts.signal?.aborted || !(err instanceof OcibuildError)) throw err;
+      firstError ??= err;
+      if (file !== task.fallbacks[task.fallbacks.length - 1] && task.fallbacks.length > 0) {
+        opts.log?.(`index ${file.url}: ${err.message}; trying another compression`);
+      }
+    }
+  }
+  if (task.fallbacks.length > 0 && firstError instanceof OcibuildError) {
+    throw new OcibuildError(firstError.message, {
+      where: firstError.where ?? task.url,
+      hint: `no compression of this index that the Release lists could be fetched intact; a mirror in the middle of a sync does this: retry in a few minutes or use another mirror`,
+      exitCode: firstError.exitCode,
+      cause: firstError,
+    });
+  }
+  throw firstError;
+}
+
+async function loadIndex(task: IndexFile, origin: number, opts: RepositoryOptions): Promise<PackageRecord[]> {
   const { store } = opts;
   const digest = `sha256:${task.entry.sha256}`;
   // The cache key is the digest the signed Release vouches for, so a cached parse is
   // as trustworthy as the blob it came from.
-  const cached = await readParsedCache(store, task.entry.sha256);
+  const cached = await readParsedCache(store, task.entry.sha256, origin);
   if (cached !== undefined) {
     opts.log?.(`index ${task.url}: cached (${cached.length} packages)`);
-    for (const r of cached) r.origin = origin;
     return cached;
   }
   if (await store.has(digest)) {
@@ -309,24 +365,15 @@ async function loadIndex(task: IndexTask, origin: number, opts: RepositoryOption
   }
   const records = parsePackages(text, origin, task.url);
   opts.log?.(`index ${task.url}: parsed ${records.length} packages`);
-  await store.writeCacheFile(PARSED_CACHE_KIND, task.entry.sha256, serialize(records));
+  await store.writeCacheFile(PARSED_CACHE_KIND, task.entry.sha256, encodeIndexCache(records));
   return records;
 }
 
-/**
- * The parsed cache is v8.serialize of PackageRecord[]: on bookworm main amd64 it loads
- * several times faster than JSON.parse of the same data (bench/RESULTS.md).
- */
-async function readParsedCache(store: Store, hex: string): Promise<PackageRecord[] | undefined> {
+/** The parsed form (index-cache.ts), keyed by the index digest the signed Release vouches for. */
+async function readParsedCache(store: Store, hex: string, origin: number): Promise<PackageRecord[] | undefined> {
   const data = await store.readCacheFile(PARSED_CACHE_KIND, hex);
-  if (data === undefined) return undefined;
-  try {
-    const value: unknown = deserialize(data);
-    return Array.isArray(value) ? (value as PackageRecord[]) : undefined;
-  } catch {
-    // A damaged cache entry is re-derived from the verified blob.
-    return undefined;
-  }
+  // A damaged or foreign cache entry is re-derived from the verified blob.
+  return data === undefined ? undefined : decodeIndexCache(data, origin);
 }
 
 interface LzmaNative {

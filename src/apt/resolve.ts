@@ -69,6 +69,8 @@ interface Provide {
 /** One version of a package as the solver sees it: an index record or an installed package. */
 interface Ver {
   pkg: string;
+  /** The solver's native architecture (every version is native or arch: all). */
+  nativeArch: string;
   version: string;
   multiArch: PackageRecord['multiArch'];
   essential: boolean;
@@ -151,7 +153,7 @@ function newSolver(opts: ResolveOptions): Solver {
   for (const inst of opts.installed ?? []) {
     // The same version in an index is the same package (apt merges them).
     const rec = byName.get(inst.package)?.find((r) => r.version === inst.version);
-    const ver = rec ? { ...verFromRecord(s, rec), installed: true } : verFromInstalled(inst);
+    const ver = rec ? { ...verFromRecord(s, rec), installed: true } : verFromInstalled(inst, arch);
     if (rec) s.verOf.set(rec, ver);
     s.installed.set(inst.package, ver);
     setState(s, inst.package, ver);
@@ -165,6 +167,7 @@ function verFromRecord(s: Solver, rec: PackageRecord): Ver {
   const where = `${rec.package} ${rec.version}`;
   const ver: Ver = {
     pkg: rec.package,
+    nativeArch: s.arch,
     version: rec.version,
     multiArch: rec.multiArch,
     essential: rec.essential,
@@ -183,10 +186,11 @@ function verFromRecord(s: Solver, rec: PackageRecord): Ver {
   return ver;
 }
 
-function verFromInstalled(inst: InstalledPackage): Ver {
+function verFromInstalled(inst: InstalledPackage, nativeArch: string): Ver {
   const where = `${inst.package} ${inst.version} (installed)`;
   return {
     pkg: inst.package,
+    nativeArch,
     version: inst.version,
     multiArch: inst.multiArch,
     essential: inst.essential,
@@ -232,14 +236,26 @@ function setState(s: Solver, name: string, ver: Ver | undefined): void {
   }
 }
 
+/**
+ * Every version the solver sees is of the native architecture or arch: all, so a
+ * relation qualified with another architecture ("libc6-i386:x32") matches nothing:
+ * that architecture is not configured.
+ */
+function foreignQualifier(rel: Relation, nativeArch: string): boolean {
+  const q = rel.archQualifier;
+  return q !== undefined && q !== 'any' && q !== 'native' && q !== nativeArch;
+}
+
 function relationMatchesVer(rel: Relation, ver: Ver): boolean {
   if (ver.pkg !== rel.name) return false;
+  if (foreignQualifier(rel, ver.nativeArch)) return false;
   // dpkg: `pkg:any` is satisfied only by a Multi-Arch: allowed package.
   if (rel.archQualifier === 'any' && ver.multiArch !== 'allowed') return false;
   return rel.op === undefined || satisfies(ver.version, rel.op, rel.version!);
 }
 
-function provideMatches(rel: Relation, p: { version?: string }): boolean {
+function provideMatches(rel: Relation, p: { version?: string }, nativeArch: string): boolean {
+  if (foreignQualifier(rel, nativeArch)) return false;
   if (rel.op === undefined) return true;
   // Policy 7.5: an unversioned Provides never satisfies a versioned dependency.
   return p.version !== undefined && satisfies(p.version, rel.op, rel.version!);
@@ -253,7 +269,7 @@ function relationSatisfied(s: Solver, rel: Relation, exclude?: Ver): boolean {
   if (provs) {
     for (const pv of provs) {
       if (pv === exclude) continue;
-      for (const p of pv.provides) if (p.name === rel.name && provideMatches(rel, p)) return true;
+      for (const p of pv.provides) if (p.name === rel.name && provideMatches(rel, p, s.arch)) return true;
     }
   }
   return false;
@@ -271,7 +287,7 @@ function conflictingWith(s: Solver, ver: Ver, rel: Relation): Ver[] {
   if (v && v.pkg !== ver.pkg && relationMatchesVer(rel, v)) hits.push(v);
   for (const pv of s.providedBy.get(rel.name) ?? []) {
     if (pv.pkg === ver.pkg || hits.includes(pv)) continue;
-    if (pv.provides.some((p) => p.name === rel.name && provideMatches(rel, p))) hits.push(pv);
+    if (pv.provides.some((p) => p.name === rel.name && provideMatches(rel, p, s.arch))) hits.push(pv);
   }
   return hits;
 }
@@ -386,14 +402,14 @@ function targetsOf(s: Solver, rel: Relation): Ver[] {
   const own = candidateOf(s, rel.name);
   if (own && relationMatchesVer(rel, own)) out.push(own);
   for (const p of s.providersOf.get(rel.name) ?? []) {
-    if (!provideMatches(rel, p)) continue;
+    if (!provideMatches(rel, p, s.arch)) continue;
     const cand = candidateOf(s, p.rec.package);
     if (cand && cand.record === p.rec && !out.includes(cand)) out.push(cand);
   }
   // Providers among installed packages that are not in any index.
   for (const inst of s.installed.values()) {
     if (inst.record || out.includes(inst) || candidateOf(s, inst.pkg) !== inst) continue;
-    if (inst.provides.some((p) => p.name === rel.name && provideMatches(rel, p))) out.push(inst);
+    if (inst.provides.some((p) => p.name === rel.name && provideMatches(rel, p, s.arch))) out.push(inst);
   }
   return out;
 }
@@ -582,7 +598,7 @@ function targetsOfUnfiltered(s: Solver, rel: Relation): Ver[] {
     const v = verFromRecord(s, rec);
     if (relationMatchesVer(rel, v)) out.push(v);
   }
-  for (const p of s.providersOf.get(rel.name) ?? []) if (provideMatches(rel, p)) out.push(verFromRecord(s, p.rec));
+  for (const p of s.providersOf.get(rel.name) ?? []) if (provideMatches(rel, p, s.arch)) out.push(verFromRecord(s, p.rec));
   return out;
 }
 
@@ -660,7 +676,7 @@ function satisfierOf(s: Solver, rel: Relation): string | undefined {
   const v = s.state.get(rel.name);
   if (v && relationMatchesVer(rel, v)) return v.pkg;
   const provs = [...(s.providedBy.get(rel.name) ?? [])]
-    .filter((pv) => pv.provides.some((p) => p.name === rel.name && provideMatches(rel, p)))
+    .filter((pv) => pv.provides.some((p) => p.name === rel.name && provideMatches(rel, p, s.arch)))
     .map((pv) => pv.pkg)
     .sort();
   return provs[0];

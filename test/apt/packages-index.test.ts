@@ -68,6 +68,10 @@ test('parses fields we keep, skips the rest, folds relationship fields', () => {
     size: 2757936,
     sha256: SHA,
     source: 'glibc (2.36-9)',
+    suggests: 'glibc-doc, debconf | debconf-2.0, libc-l10n, locales, libnss-nis, libnss-nisplus',
+    replaces: 'libc6-amd64',
+    enhances: '',
+    important: false,
     origin: 3,
   });
   // Lower-case field names, value starting on a continuation line.
@@ -129,3 +133,10 @@ for (const [name, text, re, line] of malformed) {
     );
   });
 }
+
+test('Important: yes and Protected: yes both set the important flag, as apt does', () => {
+  const para = (extra: string, name: string): string =>
+    `Package: ${name}\nVersion: 1\nArchitecture: amd64\n${extra}Filename: pool/${name}.deb\nSize: 1\nSHA256: ${SHA}\n`;
+  const recs = parsePackages([para('Protected: yes\n', 'a'), para('Important: yes\n', 'b'), para('', 'c')].join('\n'), 0, 'Packages');
+  assert.deepEqual(recs.map((r) => r.important), [true, true, false]);
+});

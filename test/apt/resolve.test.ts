@@ -276,3 +276,15 @@ test('installOrder is deterministic whatever the input order', () => {
   assert.deepEqual(one, two);
   assert.ok(one.indexOf('c') < one.indexOf('b') && one.indexOf('b') < one.indexOf('a'));
 });
+
+test('a relation qualified with an unconfigured architecture matches nothing (libc6-i386:x32)', () => {
+  const u = universe([
+    { package: 'libc6-x32', version: '2.36', conflicts: 'libc6-i386:x32, libc6-x32:i386' },
+    { package: 'libc6-i386', version: '2.36', conflicts: 'libc6-x32:i386' },
+    { package: 'multi', version: '1', depends: 'libc6-x32, libc6-i386, tool:amd64' },
+    { package: 'tool', version: '1' },
+  ]);
+  assert.deepEqual(names({ universe: u, packages: req('multi') }).sort(), ['libc6-i386=2.36', 'libc6-x32=2.36', 'multi=1', 'tool=1']);
+  const u2 = universe([{ package: 'a', version: '1', depends: 'tool:arm64' }, { package: 'tool', version: '1' }]);
+  assert.throws(() => resolve({ universe: u2, packages: req('a') }), /tool:arm64/);
+});

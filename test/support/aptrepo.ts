@@ -45,6 +45,9 @@ export interface FixtureSuite {
   compressions?: Array<'gz' | 'xz' | 'none'>;
   /** Also write by-hash/SHA256/<hex> copies and set Acquire-By-Hash: yes. */
   acquireByHash?: boolean;
+  /** List arch:all packages in binary-all only (no No-Support-for-Architecture-all), as
+   *  many third-party repositories do; consumers must then read binary-all. */
+  archAllSeparate?: boolean;
 }
 
 export interface FixtureDeb { path: string; filename: string; sha256: string; size: number }
@@ -132,7 +135,7 @@ export async function buildAptRepo(
       for (const pkg of pkgs) {
         const arch = pkg.arch ?? 'amd64';
         const text = await place(component, pkg);
-        const targets = arch === 'all' ? ['all', ...archs] : [arch];
+        const targets = arch === 'all' ? (suite.archAllSeparate ? ['all'] : ['all', ...archs]) : [arch];
         for (const t of targets) {
           const list = paragraphs.get(t);
           if (!list) throw new Error(`fixture repo: ${pkg.name} is ${arch} but suite ${suite.name} has architectures ${archs.join(' ')}`);
@@ -170,7 +173,7 @@ export async function buildAptRepo(
       ['Date', releaseDate(suite.date ?? DEFAULT_RELEASE_DATE)],
       ['Valid-Until', suite.validUntil ? releaseDate(suite.validUntil) : undefined],
       ['Acquire-By-Hash', suite.acquireByHash ? 'yes' : undefined],
-      ['No-Support-for-Architecture-all', 'Packages'],
+      ['No-Support-for-Architecture-all', suite.archAllSeparate ? undefined : 'Packages'],
       ['Architectures', ['all', ...archs].join(' ')],
       ['Components', components.join(' ')],
       ['Description', `ocibuild test repository ${suite.name}`],

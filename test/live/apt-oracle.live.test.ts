@@ -1,0 +1,130 @@
+// ocibuild's lock against apt-get on the real Debian bookworm index: for each package
+// set, the (Package, Version) pairs of the lockfile must equal the packages
+// `apt-get install -s` would install from an empty system (no Recommends unless a case asks).
+//
+// Runs only with OCIBUILD_LIVE=1 (network). Needs the compiled CLI (`npm run build`).
+// OCIBUILD_LIVE_APT_DIR and OCIBUILD_LIVE_CACHE_DIR, when set, keep apt's lists and
+// ocibuild's index cache between runs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AptOracleError, createAptSandbox, diffPackageSets, parseLockPackages } from '../support/apt-oracle.js';
+
+const LIVE = process.env.OCIBUILD_LIVE === '1';
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = join(ROOT, 'bin/ocibuild');
+const MIRROR = 'http://deb.debian.org/debian';
+const SUITE = 'bookworm'; // oldstable now; only the release index, no -updates/-security
+const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
+const ARCH = 'amd64';
+
+interface Case {
+  packages: string[];
+  /** Why the set is here. */
+  why: string;
+  /** apt refuses the request; ocibuild must refuse it too. */
+  refused?: boolean;
+  /** apt.recommends in the spec, APT::Install-Recommends for apt. */
+  recommends?: boolean;
+}
+
+const CASES: Case[] = [
+  { packages: ['python3'], why: 'Pre-Depends chain (python3-minimal, libc6)' },
+  { packages: ['curl', 'ca-certificates'], why: 'two roots sharing libraries; debconf through ca-certificates' },
+  { packages: ['git'], why: 'perl and liberror-perl, alternatives' },
+  { packages: ['openssh-server'], why: 'many alternatives (debconf | debconf-2.0, ...), ucf, systemd libs' },
+  { packages: ['perl'], why: 'versioned Depends on perl-base and perl-modules' },
+  { packages: ['locales', 'tzdata'], why: 'arch:all packages, debconf' },
+  { packages: ['bsd-mailx'], why: 'default-mta | mail-transport-agent: the virtual reached indirectly (exim4-daemon-light)' },
+  { packages: ['mutt'], why: 'a larger closure with gnupg and libgpgme' },
+  { packages: ['libc-dev'], why: 'a purely virtual request with exactly one provider: apt picks libc6-dev' },
+  { packages: ['awk'], why: 'a purely virtual request with several providers: apt refuses', refused: true },
+  { packages: ['exim4-daemon-light', 'postfix'], why: 'two MTAs: Conflicts: mail-transport-agent, apt refuses', refused: true },
+  { packages: ['gcc-multilib'], why: 'libc6-x32 Conflicts: libc6-i386:x32 names a foreign architecture, not amd64 libc6-i386' },
+  { packages: ['curl'], why: 'Recommends followed when the spec asks for them', recommends: true },
+  { packages: ['build-essential'], why: 'gcc/g++ closure, versioned Depends across sources' },
+  { packages: ['default-jre-headless'], why: 'big closure with alternatives (java-runtime-headless providers)' },
+  { packages: ['apache2'], why: 'apache2-api virtuals, libapr, Recommends left out' },
+];
+
+function run(cmd: string, args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise) => {
+    execFile(cmd, args, { cwd, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8', timeout: 15 * 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      resolvePromise({ code, stdout, stderr });
+    });
+  });
+}
+
+function imageYaml(packages: string[], recommends: boolean): string {
+  return [
+    'from: scratch',
+    'apt:',
+    '  sources:',
+    `    - url: ${MIRROR}`,
+    `      suites: [${SUITE}]`,
+    '      components: [main]',
+    `      keyring: ${KEYRING}`,
+    `  packages: [${packages.join(', ')}]`,
+    '  install: unpack',
+    `  recommends: ${recommends}`,
+    `platforms: [linux/${ARCH}]`,
+    '',
+  ].join('\n');
+}
+
+test('ocibuild lock matches apt-get on Debian bookworm main amd64', { skip: !LIVE && 'set OCIBUILD_LIVE=1', timeout: 60 * 60_000 }, async (t) => {
+  assert.ok(existsSync(join(ROOT, 'dist/cli/main.js')), 'the CLI is not compiled: run `npm run build` first');
+  const work = await mkdtemp(join(tmpdir(), 'ocibuild-live-oracle-'));
+  const cacheDir = process.env.OCIBUILD_LIVE_CACHE_DIR ?? join(work, 'cache');
+  const apt = await createAptSandbox({
+    sources: [{ url: MIRROR, suites: [SUITE], components: ['main'], keyring: KEYRING }],
+    arch: ARCH,
+    recommends: false,
+    ...(process.env.OCIBUILD_LIVE_APT_DIR ? { workDir: process.env.OCIBUILD_LIVE_APT_DIR } : {}),
+  });
+  try {
+    await apt.update();
+    for (const c of CASES) {
+      await t.test(`[${c.packages.join(', ')}]: ${c.why}`, async () => {
+        const dir = await mkdtemp(join(work, 'spec-'));
+        await writeFile(join(dir, 'image.yaml'), imageYaml(c.packages, c.recommends ?? false));
+        const lock = await run(CLI, ['lock', '-f', join(dir, 'image.yaml'), '--cache-dir', cacheDir], dir);
+        const lockPath = join(dir, `Packages-${SUITE}-${ARCH}.lock`);
+
+        if (c.refused) {
+          await assert.rejects(apt.installSimulate(c.packages, { recommends: c.recommends ?? false }), AptOracleError, 'apt-get was expected to refuse');
+          assert.notEqual(lock.code, 0, `apt-get refuses [${c.packages.join(', ')}] but ocibuild lock succeeded:\n${lock.stdout}${lock.stderr}`);
+          assert.equal(existsSync(lockPath), false, 'a refused lock must not leave a lockfile');
+          return;
+        }
+
+        const expected = await apt.installSimulate(c.packages, { recommends: c.recommends ?? false });
+        assert.equal(
+          lock.code,
+          0,
+          `ocibuild lock failed (exit ${lock.code}) where apt-get installs ${expected.size} packages:\n${lock.stderr}${lock.stdout}`,
+        );
+        if (!existsSync(lockPath)) {
+          assert.fail(`no ${lockPath}; the spec directory holds: ${(await readdir(dir)).join(', ')}`);
+        }
+        const actual = parseLockPackages(await readFile(lockPath, 'utf8'));
+        const diff = diffPackageSets(expected, actual);
+        assert.ok(
+          diff === '',
+          `ocibuild lock and apt-get differ for [${c.packages.join(', ')}] ` +
+            `(apt ${expected.size} packages, ocibuild ${actual.size}):\n${diff}`,
+        );
+        assert.deepEqual(actual, expected);
+      });
+    }
+  } finally {
+    await apt.close();
+    await rm(work, { recursive: true, force: true });
+  }
+});
