@@ -103,15 +103,18 @@ export async function loadUniverse(sources: AptSource[], arch: string, opts: Rep
   );
   const parsed = loaded.map((l) => l.records);
 
+  // arch:all packages are listed in every binary-<arch> and binary-all index and
+  // often in several suites: keep the first copy of each (package, version, archive).
   const records: PackageRecord[] = [];
   const seen = new Set<string>();
+  const key = (r: PackageRecord): string => `${r.package}\0${r.version}\0${tasks[r.origin]!.origin.url}`;
   for (const list of parsed) {
     for (const r of list) {
-      // Debian lists arch:all packages in binary-<arch> and in binary-all
-      // (No-Support-for-Architecture-all: Packages); keep the first copy.
-      const key = `${r.package}\0${r.version}\0${r.architecture}\0${tasks[r.origin]!.origin.url}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
+      if (r.architecture === 'all') {
+        const k = key(r);
+        if (seen.has(k)) continue;
+        seen.add(k);
+      }
       records.push(r);
     }
   }
@@ -235,10 +238,7 @@ function planIndices(source: AptSource, suite: string, release: ReleaseFile, arc
   const tasks: IndexTask[] = [];
   for (const component of source.components) {
     const arches = [arch];
-    // "No-Support-for-Architecture-all: Packages" says arch:all packages are listed in
-    // every binary-<arch> index already; apt then skips binary-all, and so do we.
-    const allInArchIndices = (release.noSupportForArchitectureAll ?? '').split(/\s+/).includes('Packages');
-    if (arch !== 'all' && !allInArchIndices && findIndex(release, component, 'all') !== undefined) arches.push('all');
+    if (arch !== 'all' && readsBinaryAll(release) && findIndex(release, component, 'all') !== undefined) arches.push('all');
     for (const a of arches) {
       const found = findIndex(release, component, a);
       if (found === undefined) {
@@ -268,6 +268,17 @@ function planIndices(source: AptSource, suite: string, release: ReleaseFile, arc
     }
   }
   return tasks;
+}
+
+/**
+ * apt (debReleaseIndex::IsArchitectureAllSupportedFor) reads binary-all only when the
+ * Release's Architectures include "all" (or list nothing) and "No-Support-for-
+ * Architecture-all: Packages" does not say arch:all packages are in every
+ * binary-<arch> index already. debian-security lists no "all", for example.
+ */
+function readsBinaryAll(release: ReleaseFile): boolean {
+  if (release.architectures.length > 0 && !release.architectures.includes('all')) return false;
+  return !(release.noSupportForArchitectureAll ?? '').split(/\s+/).includes('Packages');
 }
 
 function findIndex(
