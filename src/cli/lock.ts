@@ -16,6 +16,7 @@ export interface LockCliOptions {
   ignoreValidUntil?: boolean;
   baseStatus?: string;
   quiet?: boolean;
+  signal?: AbortSignal;
 }
 
 export async function lockCommand(opts: LockCliOptions): Promise<void> {
@@ -48,6 +49,7 @@ export async function lockCommand(opts: LockCliOptions): Promise<void> {
     insecureNoVerify: Boolean(opts.insecureNoVerify),
     ignoreValidUntil: Boolean(opts.ignoreValidUntil),
     ...(baseStatus ? { baseStatus } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
     log,
   });
 }

@@ -4,6 +4,18 @@ import { VERSION } from '../version.js';
 
 /** Runs the ocibuild command line and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // Ctrl-C aborts downloads through the AbortSignal; writes are atomic, so nothing half-written stays.
+  const abort = new AbortController();
+  const onSigint = (): void => abort.abort(new OcibuildError('interrupted', { exitCode: 130 }));
+  process.once('SIGINT', onSigint);
+  try {
+    return await run(argv, abort.signal);
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+}
+
+async function run(argv: string[], signal: AbortSignal): Promise<number> {
   const program = new Command('ocibuild')
     .description('Build OCI container images without a Docker daemon')
     .version(VERSION)
@@ -24,7 +36,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('-q, --quiet', 'print errors and warnings only')
     .action(async (opts) => {
       const { lockCommand } = await import('./lock.js');
-      await lockCommand(opts);
+      await lockCommand({ ...opts, signal });
     });
 
   try {
@@ -35,6 +47,10 @@ export async function main(argv: string[]): Promise<number> {
       // --help and --version end with code 0 through the same path.
       if (err.exitCode === 0) return 0;
       return EXIT_USAGE;
+    }
+    if (signal.aborted) {
+      process.stderr.write('ocibuild: interrupted\n');
+      return 130;
     }
     if (err instanceof OcibuildError) {
       process.stderr.write(`ocibuild: ${err.format()}\n`);

@@ -232,3 +232,31 @@ test('Release + Release.gpg is used when InRelease is missing', async () => {
     await srv.close();
   }
 });
+
+test('--platform locks each architecture into its own lockfile', async () => {
+  const both = (p: FixturePackage): FixturePackage[] => [p, { ...p, arch: 'arm64' }];
+  const t = await buildAptRepo(path.join(tmp, 'multiarch'), [{
+    name: 'stable',
+    architectures: ['amd64', 'arm64'],
+    components: { main: [...both({ name: 'tool', version: '1', depends: 'libc6' }), ...both({ name: 'libc6', version: '2.36' }), { name: 'libc6', version: '2.37', arch: 'arm64' }, { name: 'data', version: '1', arch: 'all' }] },
+  }], { key });
+  const srv = await serveDirectory(t.dir);
+  try {
+    const dir = await specDir('multiarch', specFor(srv.url, t.keyringPath, ['tool', 'data'], 'platforms: [linux/amd64, linux/arm64]'));
+    const r = await ocibuild(['lock', '-f', path.join(dir, 'image.yaml'), '--cache-dir', path.join(dir, 'cache')]);
+    assert.equal(r.code, 0, r.stderr);
+    const amd = await readFile(path.join(dir, 'Packages-stable-amd64.lock'), 'utf8');
+    const arm = await readFile(path.join(dir, 'Packages-stable-arm64.lock'), 'utf8');
+    assert.deepEqual(lockPackages(amd), ['data=1', 'libc6=2.36', 'tool=1']);
+    assert.deepEqual(lockPackages(arm), ['data=1', 'libc6=2.37', 'tool=1']);
+    assert.match(arm, /^Architecture: arm64$/m);
+    assert.match(arm, /Filename: pool\/main\/t\/tool\/tool_1_arm64\.deb/);
+    // --platform narrows to one of them.
+    const only = await ocibuild(['lock', '-f', path.join(dir, 'image.yaml'), '--cache-dir', path.join(dir, 'cache'), '--platform', 'linux/arm64', '--check']);
+    assert.equal(only.code, 0, only.stderr);
+    const bad = await ocibuild(['lock', '-f', path.join(dir, 'image.yaml'), '--platform', 'linux/sparc']);
+    assert.equal(bad.code, 2);
+  } finally {
+    await srv.close();
+  }
+});
