@@ -36,6 +36,8 @@ export function parseDpkgStatus(text: string, where: string, nativeArch?: string
           preDepends: fields.get('pre-depends') ?? '',
           conflicts: fields.get('conflicts') ?? '',
           breaks: fields.get('breaks') ?? '',
+          source: fields.get('source') ?? '',
+          priority: fields.get('priority') ?? '',
         });
       }
     }

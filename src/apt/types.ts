@@ -70,4 +70,8 @@ export interface InstalledPackage {
   preDepends: string;
   conflicts: string;
   breaks: string;
+  /** Source package ("glibc" or "glibc (2.36-9)"), '' when it is the package's own name. */
+  source?: string;
+  /** Priority field (apt never removes an installed Priority: required package as garbage). */
+  priority?: string;
 }

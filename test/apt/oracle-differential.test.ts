@@ -46,12 +46,9 @@ const INSTALLED_SEEDS = new Set([3, 8, 13, 18, 23, 28]);
  * while the resolver is fixed; remove the entry once the seed agrees.
  */
 const KNOWN_SEEDS = new Map<number, string>([
-  // Not minimised: apt never marks s3-p10 (reached through an alternative apt gives up on); same family as cases 1–2.
-  [3, 'resolver discrepancy: s3-p10 stays marked from an abandoned path (likely minimal case 1 or 2; not minimised)'],
   [5, 'resolver discrepancy: see minimal case 4 (apt\'s problem resolver repairs the marks; not minimised)'],
   [13, 'resolver discrepancy: see minimal case 4 (apt\'s problem resolver; not minimised)'],
-  [23, 'resolver discrepancy: see minimal cases 4 and 5 (problem resolver; virtual request by candidate providers)'],
-  [27, 'resolver discrepancy: see minimal cases 3 (propagated Protected flag) and 5 (virtual request by candidate providers)'],
+  [23, 'resolver discrepancy: see minimal case 4 (apt\'s problem resolver; not minimised)'],
 ]);
 
 /** A hand-minimised case: packages with their own prefix, a request, an optional installed set. */
@@ -82,7 +79,6 @@ const KNOWN_CASES: KnownCase[] = [
     // first, then fails on k1-missing and discards k1-c, k1-a; k1-d stays marked with
     // its dependency k1-a gone, and the request is reported as unsatisfiable.
     title: 'a candidate with a critical dependency no candidate can meet is refused before any of its dependencies is marked',
-    todo: 'resolver discrepancy: missing apt\'s up-front "can\'t be satisfied" check (IsInstallOkDependenciesSatisfiableByCandidates)',
     packages: [
       fx('stable', { name: 'k1-app', version: '1', depends: 'k1-a | k1-b' }),
       fx('stable', { name: 'k1-a', version: '1', depends: 'k1-c' }),
@@ -102,7 +98,6 @@ const KNOWN_CASES: KnownCase[] = [
     // MarkAndSweep: "if the package is a new install and already garbage we don't
     // need to install it in the first place"). ocibuild installs k5-helper.
     title: 'a dependency marked for a provider that is later discarded is not installed',
-    todo: 'resolver discrepancy: apt-get drops automatic installs left orphaned by a discarded alternative (MarkAndSweep garbage)',
     packages: [
       fx('stable', { name: 'k5-app', version: '1', depends: 'k5-v' }),
       fx('stable', { name: 'k5-bad', version: '1', priority: 'required', preDepends: 'k5-helper', depends: 'k5-deep', provides: 'k5-v' }),
@@ -122,7 +117,6 @@ const KNOWN_CASES: KnownCase[] = [
     // skips k6-x for k6-c's or-group and k6-y is installed. ocibuild marks k6-x (the
     // first alternative) and reports the conflict with k6-b.
     title: 'a conflict of a protected dependency rules out an alternative before it is tried',
-    todo: 'resolver discrepancy: apt protects single-solution dependencies of requested packages and bars what they conflict with',
     packages: [
       fx('stable', { name: 'k6-a', version: '1', depends: 'k6-b' }),
       fx('stable', { name: 'k6-b', version: '1', conflicts: 'k6-x' }),
@@ -157,7 +151,6 @@ const KNOWN_CASES: KnownCase[] = [
     // whose candidate version provides the name: k2-b's candidate 2 no longer does,
     // so k2-a is the single provider ("Note, selecting 'k2-a' instead of 'k2-v'").
     title: 'a virtual request counts only providers whose candidate provides it',
-    todo: 'resolver discrepancy: collectRequests counts providers by any version, apt-get by candidate version only',
     packages: [
       fx('stable', { name: 'k2-a', version: '1', provides: 'k2-v' }),
       fx('stable', { name: 'k2-b', version: '1', provides: 'k2-v' }),
@@ -187,7 +180,6 @@ const KNOWN_CASES: KnownCase[] = [
     // Essential: yes, so k4-ess is essential for CompareProviders although its
     // candidate 2 does not say so.
     title: 'Essential is a package flag: set by any version of the package',
-    todo: 'resolver discrepancy: essential/important are taken from the candidate version, apt keeps them per package',
     packages: [
       fx('stable', { name: 'k4-app', version: '1', depends: 'k4-v' }),
       fx('stable', { name: 'k4-ess', version: '1', essential: true, provides: 'k4-v' }),
