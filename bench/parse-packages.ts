@@ -1,7 +1,8 @@
 /**
  * Packages parsing: ocibuild's specialised parser vs the debian-control package, on
  * the real Debian bookworm main/binary-amd64 Packages file. Also times the two
- * candidate formats for the parsed-index cache (JSON vs v8.serialize).
+ * candidate formats for the parsed-index cache (JSON, v8.serialize, and the columnar
+ * interned format ocibuild uses, src/apt/index-cache.ts).
  *
  *   node --import tsx bench/parse-packages.ts
  *
@@ -14,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { deserialize, serialize } from 'node:v8';
+import { decodeIndexCache, encodeIndexCache } from '../src/apt/index-cache.js';
 import { fetchBuffer } from '../src/apt/http.js';
 import { parsePackages } from '../src/apt/packages-index.js';
 import { decompressIndex } from '../src/apt/repository.js';
@@ -129,7 +131,12 @@ async function main(): Promise<void> {
   const v8Load: number[] = [];
   const jsonSave: number[] = [];
   const v8Save: number[] = [];
+  const colb = encodeIndexCache(records);
+  const colLoad: number[] = [];
+  const colSave: number[] = [];
   for (let i = 0; i < RUNS; i++) {
+    colSave.push(time(() => encodeIndexCache(records)).ms);
+    colLoad.push(time(() => decodeIndexCache(colb, 0)).ms);
     jsonSave.push(time(() => Buffer.from(JSON.stringify(records))).ms);
     v8Save.push(time(() => serialize(records)).ms);
     jsonLoad.push(time(() => JSON.parse(json.toString('utf8')) as unknown).ms);
@@ -143,6 +150,7 @@ async function main(): Promise<void> {
   console.log(`debian-control ParagraphStream:        ${m(stream)}  (${(median(stream) / median(ours)).toFixed(1)}x ours, 1 run)`);
   console.log(`cache JSON:          ${(json.length / 1e6).toFixed(1)} MB, save ${m(jsonSave)}, load ${m(jsonLoad)}`);
   console.log(`cache v8.serialize:  ${(v8b.length / 1e6).toFixed(1)} MB, save ${m(v8Save)}, load ${m(v8Load)}`);
+  console.log(`cache columnar:      ${(colb.length / 1e6).toFixed(1)} MB, save ${m(colSave)}, load ${m(colLoad)}`);
 }
 
 await main();

@@ -279,6 +279,8 @@ export function parseRelations(field: string, where?: string): OrGroup[] {
 export function parseProvides(field: string, where?: string): Provided[] {
   const hit = providesCache.get(field);
   if (hit !== undefined) return hit;
+  const quick = parseProvidesQuick(field);
+  if (quick !== undefined) return remember(providesCache, field, quick);
   const s = new Scanner(field, where);
   const provided: Provided[] = [];
   for (const group of parseUncached(field, where)) {
@@ -294,6 +296,21 @@ export function parseProvides(field: string, where?: string): Provided[] {
     provided.push(Object.freeze(rel.version === undefined ? { name: rel.name } : { name: rel.name, version: rel.version }));
   }
   return remember(providesCache, field, Object.freeze(provided) as Provided[]);
+}
+
+// The common shapes, "a, b (= 1.2)": a whole bookworm index holds ~10,000 Provides
+// fields, and this path parses them several times faster than the general scanner.
+// Anything else (odd spacing, errors to report) goes the general way.
+const QUICK_PROVIDE = /^([a-z0-9][a-z0-9+.-]*)(?: \(= ([0-9A-Za-z.+~:-]+)\))?$/;
+
+function parseProvidesQuick(field: string): Provided[] | undefined {
+  const out: Provided[] = [];
+  for (const raw of field.split(',')) {
+    const m = QUICK_PROVIDE.exec(raw.trim());
+    if (!m) return undefined;
+    out.push(Object.freeze(m[2] === undefined ? { name: m[1]! } : { name: m[1]!, version: m[2] }));
+  }
+  return Object.freeze(out) as Provided[];
 }
 
 /** "libfoo:any (>= 2.0) [amd64] <!nocheck>", for messages. */
