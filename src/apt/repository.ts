@@ -5,7 +5,8 @@
  * store, decompressed and parsed (the parsed form is cached by index digest, so an
  * unchanged index is neither downloaded nor parsed twice).
  */
-import { access } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { posix } from 'node:path';
 import type { Readable, Transform } from 'node:stream';
@@ -19,7 +20,8 @@ import { fetchBuffer, fetchToStore, NotFoundError, type FetchOptions } from './h
 import { parsePackages } from './packages-index.js';
 import { decodeIndexCache, encodeIndexCache } from './index-cache.js';
 import { parseRelease, type ReleaseEntry, type ReleaseFile } from './release.js';
-import { loadKeyring, readInReleaseUnverified, verifyDetached, verifyInRelease, type Key } from './signature.js';
+// signature.js (and openpgp, ~0.1 s to load) is imported only when a Release must really be verified.
+import type { Key } from './signature.js';
 import type { IndexOrigin, PackageRecord, PackageUniverse } from './types.js';
 
 export interface RepositoryOptions {
@@ -45,6 +47,7 @@ export const UBUNTU_KEYRING = '/usr/share/keyrings/ubuntu-archive-keyring.gpg';
 
 /** Bumped whenever PackageRecord or the parser's output changes. */
 const PARSED_CACHE_KIND = 'packages-v2';
+const VERIFIED_CACHE_KIND = 'verified-release-v1';
 
 // Preference order: smallest download first; apt does the same.
 const INDEX_VARIANTS: Array<{ suffix: string; compression: Compression }> = [
@@ -71,7 +74,7 @@ interface IndexTask extends IndexFile {
 
 export async function loadUniverse(sources: AptSource[], arch: string, opts: RepositoryOptions): Promise<LoadedUniverse> {
   const concurrency = opts.concurrency ?? 4;
-  const keyrings = new Map<string, Promise<Key[]>>();
+  const keyrings = new Map<string, Keyring>();
   const suites = sources.flatMap((source) => source.suites.map((suite) => ({ source, suite })));
 
   const perSuite = await pMap(
@@ -131,11 +134,11 @@ async function loadRelease(
   source: AptSource,
   suite: string,
   opts: RepositoryOptions,
-  keyrings: Map<string, Promise<Key[]>>,
+  keyrings: Map<string, Keyring>,
 ): Promise<ReleaseFile> {
   const base = `${trimSlash(source.url)}/dists/${suite}`;
   const fetchOpts = httpOptions(opts);
-  const keys = (): Promise<Key[]> => keyringFor(source, keyrings);
+  const keyring = (): Keyring => keyringFor(source, keyrings);
   const insecure = (url: string): void =>
     opts.log?.(`WARNING: NOT verifying the signature of ${url} (--insecure-no-verify): its packages may be forged`);
 
@@ -148,11 +151,16 @@ async function loadRelease(
     if (!(err instanceof NotFoundError)) throw err;
   }
   if (inRelease !== undefined) {
+    const signed = inRelease;
     if (opts.insecureNoVerify) {
       insecure(where);
-      text = await readInReleaseUnverified(inRelease.toString('utf8'), where);
+      const sig = await import('./signature.js');
+      text = await sig.readInReleaseUnverified(signed.toString('utf8'), where);
     } else {
-      text = await verifyInRelease(inRelease.toString('utf8'), await keys(), where);
+      text = await memoizedVerification(opts.store, keyring(), [signed], async (keys) => {
+        const sig = await import('./signature.js');
+        return sig.verifyInRelease(signed.toString('utf8'), keys, where);
+      });
     }
   } else {
     where = `${base}/Release`;
@@ -168,6 +176,7 @@ async function loadRelease(
     }
     if (opts.insecureNoVerify) {
       insecure(where);
+      text = release.toString('utf8');
     } else {
       const sigUrl = `${where}.gpg`;
       let signature: Buffer;
@@ -180,9 +189,12 @@ async function loadRelease(
           hint: 'unsigned repositories cannot be verified; to proceed anyway (unsafe) pass --insecure-no-verify',
         });
       }
-      await verifyDetached(release, signature, await keys(), sigUrl);
+      text = await memoizedVerification(opts.store, keyring(), [release, signature], async (keys) => {
+        const sig = await import('./signature.js');
+        await sig.verifyDetached(release, signature, keys, sigUrl);
+        return release.toString('utf8');
+      });
     }
-    text = release.toString('utf8');
   }
 
   const parsed = parseRelease(text, where);
@@ -202,28 +214,64 @@ async function loadRelease(
   return parsed;
 }
 
-function keyringFor(source: AptSource, cache: Map<string, Promise<Key[]>>): Promise<Key[]> {
+interface Keyring {
+  path: string;
+  bytes: Promise<Buffer>;
+  keys: () => Promise<Key[]>;
+}
+
+/**
+ * A signature check is a pure function of the signed bytes and the keyring bytes, so
+ * its result is remembered in the store under the hash of both: an unchanged
+ * InRelease is not verified again (nor openpgp loaded), a changed one or a changed
+ * keyring always is. Only successful verifications are remembered.
+ */
+async function memoizedVerification(
+  store: Store,
+  keyring: Keyring,
+  signed: Buffer[],
+  verify: (keys: Key[]) => Promise<string>,
+): Promise<string> {
+  const h = createHash('sha256').update('ocibuild verified-release v1\0');
+  h.update(createHash('sha256').update(await keyring.bytes).digest());
+  for (const part of signed) h.update(createHash('sha256').update(part).digest());
+  const key = h.digest('hex');
+  const memo = await store.readCacheFile(VERIFIED_CACHE_KIND, key);
+  if (memo !== undefined) return memo.toString('utf8');
+  const text = await verify(await keyring.keys());
+  await store.writeCacheFile(VERIFIED_CACHE_KIND, key, Buffer.from(text, 'utf8'));
+  return text;
+}
+
+function keyringFor(source: AptSource, cache: Map<string, Keyring>): Keyring {
   const explicit = source.keyring;
   const path = explicit ?? (source.url.includes('ubuntu') ? UBUNTU_KEYRING : DEBIAN_KEYRING);
-  let keys = cache.get(path);
-  if (keys === undefined) {
-    keys = (async () => {
-      if (explicit === undefined) {
-        try {
-          await access(path);
-        } catch {
-          const pkg = path === UBUNTU_KEYRING ? 'ubuntu-keyring' : 'debian-archive-keyring';
-          throw new OcibuildError(`the default keyring for ${source.url} is missing`, {
-            where: path,
-            hint: `install the ${pkg} package, or set \`keyring:\` on this apt source`,
-          });
-        }
+  let keyring = cache.get(path);
+  if (keyring === undefined) {
+    const bytes = readFile(path).catch((err: NodeJS.ErrnoException) => {
+      if (explicit === undefined && err.code === 'ENOENT') {
+        const pkg = path === UBUNTU_KEYRING ? 'ubuntu-keyring' : 'debian-archive-keyring';
+        throw new OcibuildError(`the default keyring for ${source.url} is missing`, {
+          where: path,
+          hint: `install the ${pkg} package, or set \`keyring:\` on this apt source`,
+        });
       }
-      return loadKeyring(path);
-    })();
-    cache.set(path, keys);
+      throw new OcibuildError(`cannot read the keyring: ${err.message}`, {
+        where: path,
+        hint: 'check the `keyring:` path of this apt source (relative paths are relative to the spec)',
+      });
+    });
+    // Avoid an unhandled rejection when nobody awaits the bytes (insecure mode).
+    bytes.catch(() => {});
+    let keys: Promise<Key[]> | undefined;
+    keyring = {
+      path,
+      bytes,
+      keys: () => (keys ??= bytes.then(async () => (await import('./signature.js')).loadKeyring(path))),
+    };
+    cache.set(path, keyring);
   }
-  return keys;
+  return keyring;
 }
 
 /** The Packages indices of one suite, in component order, then [arch, all]. */

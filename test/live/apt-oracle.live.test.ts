@@ -31,6 +31,8 @@ interface Case {
   refused?: boolean;
   /** apt.recommends in the spec, APT::Install-Recommends for apt. */
   recommends?: boolean;
+  /** install: dpkg from scratch: the Essential set joins the request (apt: every Essential: yes name, sorted, first). */
+  essential?: boolean;
 }
 
 const CASES: Case[] = [
@@ -50,7 +52,20 @@ const CASES: Case[] = [
   { packages: ['build-essential'], why: 'gcc/g++ closure, versioned Depends across sources' },
   { packages: ['default-jre-headless'], why: 'big closure with alternatives (java-runtime-headless providers)' },
   { packages: ['apache2'], why: 'apache2-api virtuals, libapr, Recommends left out' },
+  { packages: ['python3'], why: 'from scratch with install: dpkg: the Essential set is bootstrapped too (mmdebstrap essential)', essential: true },
 ];
+
+/** The Essential: yes names of the index apt downloaded: the facts, read independently of ocibuild. */
+async function essentialNames(aptDir: string): Promise<string[]> {
+  const lists = join(aptDir, 'state', 'lists');
+  const names = new Set<string>();
+  for (const f of (await readdir(lists)).filter((x) => x.endsWith('_Packages'))) {
+    for (const para of (await readFile(join(lists, f), 'utf8')).split('\n\n')) {
+      if (/^Essential: yes$/m.test(para)) names.add(/^Package: (\S+)$/m.exec(para)![1]!);
+    }
+  }
+  return [...names].sort();
+}
 
 function run(cmd: string, args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolvePromise) => {
@@ -61,7 +76,7 @@ function run(cmd: string, args: string[], cwd: string): Promise<{ code: number; 
   });
 }
 
-function imageYaml(packages: string[], recommends: boolean): string {
+function imageYaml(packages: string[], recommends: boolean, install: 'unpack' | 'dpkg' = 'unpack'): string {
   return [
     'from: scratch',
     'apt:',
@@ -71,7 +86,7 @@ function imageYaml(packages: string[], recommends: boolean): string {
     '      components: [main]',
     `      keyring: ${KEYRING}`,
     `  packages: [${packages.join(', ')}]`,
-    '  install: unpack',
+    `  install: ${install}`,
     `  recommends: ${recommends}`,
     `platforms: [linux/${ARCH}]`,
     '',
@@ -93,7 +108,7 @@ test('ocibuild lock matches apt-get on Debian bookworm main amd64', { skip: !LIV
     for (const c of CASES) {
       await t.test(`[${c.packages.join(', ')}]: ${c.why}`, async () => {
         const dir = await mkdtemp(join(work, 'spec-'));
-        await writeFile(join(dir, 'image.yaml'), imageYaml(c.packages, c.recommends ?? false));
+        await writeFile(join(dir, 'image.yaml'), imageYaml(c.packages, c.recommends ?? false, c.essential ? 'dpkg' : 'unpack'));
         const lock = await run(CLI, ['lock', '-f', join(dir, 'image.yaml'), '--cache-dir', cacheDir], dir);
         const lockPath = join(dir, `Packages-${SUITE}-${ARCH}.lock`);
 
@@ -104,7 +119,8 @@ test('ocibuild lock matches apt-get on Debian bookworm main amd64', { skip: !LIV
           return;
         }
 
-        const expected = await apt.installSimulate(c.packages, { recommends: c.recommends ?? false });
+        const request = c.essential ? [...(await essentialNames(apt.dir)), ...c.packages] : c.packages;
+        const expected = await apt.installSimulate(request, { recommends: c.recommends ?? false });
         assert.equal(
           lock.code,
           0,
