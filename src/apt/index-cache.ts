@@ -4,9 +4,9 @@
  *
  * Columnar and interned: every distinct string (relationship fields repeat a lot:
  * "libc6 (>= 2.34)") is stored once in a string table, each record is a row of
- * indices into it. Loading is one UTF-8 decode, one split and one object per record,
- * and equal fields share one string in memory. About half the size of
- * v8.serialize(records) and several times faster to load (bench/RESULTS.md).
+ * indices into it. Loading is one UTF-8 decode and one small object per record,
+ * and equal fields share one string in memory; records are built lazily (below).
+ * About 60% of the size of v8.serialize(records) (bench/RESULTS.md).
  *
  * Layout (little-endian): magic "OCPI", u32 version, u32 records, u32 string bytes,
  * string table (UTF-8, NUL separated), padding to 4, i32[records × columns],
@@ -72,41 +72,110 @@ export function decodeIndexCache(buf: Buffer, origin: number): PackageRecord[] |
   const colsAt = 16 + tableLen + ((4 - (tableLen % 4)) % 4);
   const expected = colsAt + n * K * 4 + n * 8 + n;
   if (buf.length !== expected) return undefined;
-  const strings = buf.toString('utf8', 16, 16 + tableLen).split('\0');
   // Copy into an aligned buffer: typed-array views need 4/8-byte alignment.
   const body = new Uint8Array(buf.length - colsAt);
   body.set(buf.subarray(colsAt));
-  const cols = new Int32Array(body.buffer, 0, n * K);
-  const sizes = new Float64Array(body.buffer, n * K * 4, n);
+  const index = new CachedIndex(
+    buf.toString('utf8', 16, 16 + tableLen),
+    new Int32Array(body.buffer, 0, n * K),
+    new Float64Array(body.buffer, n * K * 4, n),
+  );
   const flags = new Uint8Array(body.buffer, n * K * 4 + n * 8, n);
   const out = new Array<PackageRecord>(n);
-  for (let i = 0; i < n; i++) {
-    const b = i * K;
-    const f = flags[i]!;
-    const s = (j: number): string => strings[cols[b + j]!]!;
-    out[i] = {
-      package: s(0),
-      version: s(1),
-      architecture: s(2),
-      multiArch: MULTI_ARCH[(f >> 2) & 3]!,
-      essential: (f & 1) === 1,
-      priority: s(3),
-      preDepends: s(4),
-      depends: s(5),
-      recommends: s(6),
-      conflicts: s(7),
-      breaks: s(8),
-      provides: s(9),
-      filename: s(10),
-      size: sizes[i]!,
-      sha256: s(11),
-      source: s(12),
-      suggests: s(13),
-      replaces: s(14),
-      enhances: s(15),
-      important: (f & 2) === 2,
-      origin,
-    };
-  }
+  for (let i = 0; i < n; i++) out[i] = new CachedRecord(index, i, flags[i]!, origin);
   return out;
+}
+
+/** The same record for another origin (an index shared by two suites). */
+export function withOrigin(r: PackageRecord, origin: number): PackageRecord {
+  return r instanceof CachedRecord ? r.withOrigin(origin) : { ...r, origin };
+}
+
+/**
+ * The string table and columns of one decoded index. Strings are cut out of the
+ * table only when a field is read: resolution reads names, versions and Provides
+ * of every record but the other fields of a few hundred, so most never exist.
+ */
+class CachedIndex {
+  /** Start of string i in `table`; the NUL separators are skipped. */
+  private readonly starts: Uint32Array;
+
+  constructor(
+    private readonly table: string,
+    readonly cols: Int32Array,
+    readonly sizes: Float64Array,
+  ) {
+    let count = 1;
+    for (let p = table.indexOf('\0'); p !== -1; p = table.indexOf('\0', p + 1)) count++;
+    this.starts = new Uint32Array(count + 1);
+    let i = 1;
+    for (let p = table.indexOf('\0'); p !== -1; p = table.indexOf('\0', p + 1)) this.starts[i++] = p + 1;
+    this.starts[count] = table.length + 1;
+  }
+
+  field(row: number, col: number): string {
+    const id = this.cols[row * K + col]!;
+    return id === 0 ? '' : this.table.slice(this.starts[id]!, this.starts[id + 1]! - 1);
+  }
+}
+
+/**
+ * A PackageRecord backed by the cache. The fields every record needs are plain
+ * properties; the rest are getters (records are never written after loading).
+ */
+class CachedRecord implements PackageRecord {
+  readonly package: string;
+  readonly version: string;
+  readonly architecture: string;
+  readonly multiArch: PackageRecord['multiArch'];
+  readonly essential: boolean;
+  readonly important: boolean;
+  readonly provides: string;
+  origin: number;
+
+  constructor(
+    private readonly index: CachedIndex,
+    private readonly row: number,
+    private readonly flags: number,
+    origin: number,
+  ) {
+    this.package = index.field(row, 0);
+    this.version = index.field(row, 1);
+    this.architecture = index.field(row, 2);
+    this.multiArch = MULTI_ARCH[(flags >> 2) & 3]!;
+    this.essential = (flags & 1) === 1;
+    this.important = (flags & 2) === 2;
+    this.provides = index.field(row, 9);
+    this.origin = origin;
+  }
+
+  withOrigin(origin: number): CachedRecord {
+    return new CachedRecord(this.index, this.row, this.flags, origin);
+  }
+
+  get priority(): string { return this.index.field(this.row, 3); }
+  get preDepends(): string { return this.index.field(this.row, 4); }
+  get depends(): string { return this.index.field(this.row, 5); }
+  get recommends(): string { return this.index.field(this.row, 6); }
+  get conflicts(): string { return this.index.field(this.row, 7); }
+  get breaks(): string { return this.index.field(this.row, 8); }
+  get filename(): string { return this.index.field(this.row, 10); }
+  get size(): number { return this.index.sizes[this.row]!; }
+  get sha256(): string { return this.index.field(this.row, 11); }
+  get source(): string { return this.index.field(this.row, 12); }
+  get suggests(): string { return this.index.field(this.row, 13); }
+  get replaces(): string { return this.index.field(this.row, 14); }
+  get enhances(): string { return this.index.field(this.row, 15); }
+}
+
+/** A plain-object copy of any PackageRecord (for comparisons and serialization). */
+export function plainRecord(r: PackageRecord): PackageRecord {
+  return {
+    package: r.package, version: r.version, architecture: r.architecture, multiArch: r.multiArch,
+    essential: r.essential, priority: r.priority, preDepends: r.preDepends, depends: r.depends,
+    recommends: r.recommends, conflicts: r.conflicts, breaks: r.breaks, provides: r.provides,
+    filename: r.filename, size: r.size, sha256: r.sha256, source: r.source,
+    suggests: r.suggests ?? '', replaces: r.replaces ?? '', enhances: r.enhances ?? '',
+    important: r.important === true, origin: r.origin,
+  };
 }

@@ -18,7 +18,7 @@ import type { AptSource } from '../spec/types.js';
 import type { Store } from '../store/store.js';
 import { fetchBuffer, fetchToStore, NotFoundError, type FetchOptions } from './http.js';
 import { parsePackages } from './packages-index.js';
-import { decodeIndexCache, encodeIndexCache } from './index-cache.js';
+import { decodeIndexCache, encodeIndexCache, withOrigin } from './index-cache.js';
 import { parseRelease, type ReleaseEntry, type ReleaseFile } from './release.js';
 // signature.js (and openpgp, ~0.1 s to load) is imported only when a Release must really be verified.
 import type { Key } from './signature.js';
@@ -96,7 +96,7 @@ export async function loadUniverse(sources: AptSource[], arch: string, opts: Rep
       const shared = byDigest.get(task.entry.sha256);
       if (shared !== undefined) {
         const other = await shared;
-        return { sha256: other.sha256, records: other.records.map((r) => ({ ...r, origin: i })) };
+        return { sha256: other.sha256, records: other.records.map((r) => withOrigin(r, i)) };
       }
       const own = loadIndexWithFallbacks(task, i, opts);
       byDigest.set(task.entry.sha256, own);
