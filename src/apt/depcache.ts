@@ -138,48 +138,14 @@ export class DepCache {
   verFromRecord(rec: PackageRecord): Ver {
     const cached = this.verOf.get(rec);
     if (cached) return cached;
-    const where = `${rec.package} ${rec.version}`;
-    const src = parseSource(rec.source, rec.package, rec.version);
-    const ver: Ver = {
-      pkg: rec.package,
-      version: rec.version,
-      multiArch: rec.multiArch,
-      priority: rec.priority ? (PRIORITY_RANK[rec.priority] ?? PRIORITY_RANK.extra!) : 0,
-      preDepends: rec.preDepends ? parseRelations(rec.preDepends, where) : [],
-      depends: rec.depends ? parseRelations(rec.depends, where) : [],
-      recommends: rec.recommends ? parseRelations(rec.recommends, where) : [],
-      suggests: rec.suggests ? parseRelations(rec.suggests, where) : [],
-      conflicts: rec.conflicts ? parseRelations(rec.conflicts, where) : [],
-      breaks: rec.breaks ? parseRelations(rec.breaks, where) : [],
-      provides: rec.provides ? parseProvides(rec.provides, where) : [],
-      sourceName: src.name,
-      sourceVersion: src.version,
-      record: rec,
-      installed: false,
-    };
+    const ver = makeVer(rec, `${rec.package} ${rec.version}`, false);
+    ver.record = rec;
     this.verOf.set(rec, ver);
     return ver;
   }
 
   private verFromInstalled(inst: InstalledPackage): Ver {
-    const where = `${inst.package} ${inst.version} (installed)`;
-    const src = parseSource(inst.source ?? '', inst.package, inst.version);
-    return {
-      pkg: inst.package,
-      version: inst.version,
-      multiArch: inst.multiArch,
-      priority: inst.priority ? (PRIORITY_RANK[inst.priority] ?? PRIORITY_RANK.extra!) : 0,
-      preDepends: inst.preDepends ? parseRelations(inst.preDepends, where) : [],
-      depends: inst.depends ? parseRelations(inst.depends, where) : [],
-      recommends: [],
-      suggests: [],
-      conflicts: inst.conflicts ? parseRelations(inst.conflicts, where) : [],
-      breaks: inst.breaks ? parseRelations(inst.breaks, where) : [],
-      provides: inst.provides ? parseProvides(inst.provides, where) : [],
-      sourceName: src.name,
-      sourceVersion: src.version,
-      installed: true,
-    };
+    return makeVer(inst, `${inst.package} ${inst.version} (installed)`, true);
   }
 
   /** apt's default candidate: the highest version, never a downgrade of what is installed. */
@@ -799,6 +765,32 @@ export class DepCache {
     }
     return garbage.filter((n) => !this.instVers.has(n));
   }
+}
+
+/** The control fields a Ver is made of; index records and dpkg status entries both have them. */
+type ControlFields = Pick<PackageRecord, 'package' | 'version' | 'multiArch' | 'preDepends' | 'depends' | 'conflicts' | 'breaks' | 'provides'> &
+  Partial<Pick<PackageRecord, 'priority' | 'recommends' | 'suggests' | 'source'>>;
+
+function makeVer(f: ControlFields, where: string, installed: boolean): Ver {
+  const rel = (field: string | undefined): OrGroup[] => (field ? parseRelations(field, where) : []);
+  const src = parseSource(f.source ?? '', f.package, f.version);
+  return {
+    pkg: f.package,
+    version: f.version,
+    multiArch: f.multiArch,
+    priority: f.priority ? (PRIORITY_RANK[f.priority] ?? PRIORITY_RANK.extra!) : 0,
+    preDepends: rel(f.preDepends),
+    depends: rel(f.depends),
+    // The dpkg status of a base image is not followed for Recommends or Suggests.
+    recommends: installed ? [] : rel(f.recommends),
+    suggests: installed ? [] : rel(f.suggests),
+    conflicts: rel(f.conflicts),
+    breaks: rel(f.breaks),
+    provides: f.provides ? parseProvides(f.provides, where) : [],
+    sourceName: src.name,
+    sourceVersion: src.version,
+    installed,
+  };
 }
 
 /** "glibc (2.36-9)" → glibc / 2.36-9; "" → the binary's own name and version. */

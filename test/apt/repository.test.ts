@@ -3,8 +3,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OcibuildError } from '../../src/errors.js';
 import { loadUniverse, UBUNTU_KEYRING, type LoadedUniverse, type RepositoryOptions } from '../../src/apt/repository.js';
@@ -14,15 +13,9 @@ import { Store } from '../../src/store/store.js';
 import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type FixtureSuite } from '../support/aptrepo.js';
 import type { FixturePackage } from '../support/deb.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
+import { scratchDirs } from '../support/scratch.js';
 
-const scratch = await mkdtemp(join(tmpdir(), 'ocibuild-repository-'));
-after(() => rm(scratch, { recursive: true, force: true }));
-let counter = 0;
-const freshDir = async (label: string): Promise<string> => {
-  const d = join(scratch, `${++counter}-${label}`);
-  await mkdir(d, { recursive: true });
-  return d;
-};
+const freshDir = await scratchDirs('repository');
 
 const key = await generateTestKey();
 const otherKey = await generateTestKey('someone else');
@@ -69,7 +62,7 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 const gets = (server: TestServer, re: RegExp): string[] => server.requests.filter((r) => r.method === 'GET' && re.test(r.path)).map((r) => r.path);
 
 async function storeIsEmpty(store: Store): Promise<void> {
-  const blobs = await readdir(join(store.root, 'blobs', 'sha256')).catch(() => []);
+  const blobs = await readdir(join(store.root, 'blobs', 'sha256')).catch(() => [] as string[]);
   assert.deepEqual(blobs, [], 'no blob in the store');
   const tmp = await readdir(join(store.root, 'tmp')).catch(() => []);
   assert.deepEqual(tmp, [], 'no temp file left');
@@ -227,7 +220,7 @@ test('tampered Packages.xz and .gz: sha256 mismatch naming the URL, nothing left
     loadUniverse([source], 'amd64', options(store, { concurrency: 1 })),
     rejectsWith(/sha256 mismatch/, `${server.url}/dists/stable/main/binary-amd64/Packages.xz`, /mirror in the middle of a sync/),
   );
-  const blobs = await readdir(join(store.root, 'blobs', 'sha256')).catch(() => []);
+  const blobs = await readdir(join(store.root, 'blobs', 'sha256')).catch(() => [] as string[]);
   const tampered = sha256(await readFile(join(repo.dir, 'dists/stable/main/binary-amd64/Packages.xz')));
   assert.ok(!blobs.includes(tampered), 'the tampered file is not in the store');
   assert.deepEqual(await readdir(join(store.root, 'tmp')), []);

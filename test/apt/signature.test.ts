@@ -108,7 +108,9 @@ test('loadKeyring: the host Debian archive keyring loads', { skip: !existsSync('
 test('verifyInRelease: RSA 4096 / SHA-512 signature verifies and returns the signed text', async () => {
   const key = await rsa;
   const signed = await clearsign(RELEASE, [key], openpgp.enums.hash.sha512);
-  const sig = (await openpgp.readCleartextMessage({ cleartextMessage: signed })).signature.packets[0];
+  // CleartextMessage.signature exists at run time but is not in openpgp's type declarations.
+  const message = (await openpgp.readCleartextMessage({ cleartextMessage: signed })) as unknown as { signature: openpgp.Signature };
+  const sig = message.signature.packets[0];
   assert.equal(sig?.hashAlgorithm, openpgp.enums.hash.sha512);
   const text = await verifyInRelease(signed, [key.toPublic()], 'http://m/dists/stable/InRelease');
   assert.equal(text, RELEASE);

@@ -5,22 +5,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type FixtureSuite } from './aptrepo.js';
 import { buildDeb, controlParagraph, type FixturePackage } from './deb.js';
 import { serveDirectory, type TestServer } from './http.js';
+import { scratchDirs } from './scratch.js';
 
-const scratch = await mkdtemp(join(tmpdir(), 'ocibuild-aptrepo-'));
-after(() => rm(scratch, { recursive: true, force: true }));
-let counter = 0;
-const freshDir = async (label: string): Promise<string> => {
-  const d = join(scratch, `${++counter}-${label}`);
-  await mkdir(d, { recursive: true });
-  return d;
-};
+const freshDir = await scratchDirs('aptrepo');
 
 const key = await generateTestKey();
 const otherKey = await generateTestKey('someone else');
