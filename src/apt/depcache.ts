@@ -16,6 +16,8 @@ import { parseProvides, parseRelations, type OrGroup, type Relation } from './re
 
 /** apt's Priority ranking (pkgCache::State::VerPriority); an absent field is 0. */
 const PRIORITY_RANK: Record<string, number> = { required: 1, important: 2, standard: 3, optional: 4, extra: 5 };
+/** apt_preferences(5): the installed version's priority. */
+const INSTALLED_PIN = 100;
 
 export interface Provide {
   name: string;
@@ -148,19 +150,50 @@ export class DepCache {
     return makeVer(inst, `${inst.package} ${inst.version} (installed)`, true);
   }
 
-  /** apt's default candidate: the highest version, never a downgrade of what is installed. */
+  /**
+   * apt's default candidate (pkgPolicy): the version with the highest pin priority
+   * (500 for normal suites, 100 for NotAutomatic+ButAutomaticUpgrades ones such as
+   * backports, 1 for NotAutomatic ones such as experimental), the highest version
+   * among equals; the installed version counts as priority 100, and a lower version
+   * never replaces it (no downgrades below priority 1000).
+   */
   candidateOf(name: string): Ver | null {
     const known = this.candidates.get(name);
     if (known !== undefined) return known;
+    const cand = this.policyCandidate(name);
+    this.candidates.set(name, cand);
+    return cand;
+  }
+
+  /** The candidate by pin priority and version alone, whatever marking discarded since. */
+  policyCandidate(name: string): Ver | null {
     let best: PackageRecord | undefined;
+    let bestPin = -1;
     for (const rec of this.byName.get(name) ?? []) {
-      if (!best || compareVersions(rec.version, best.version) > 0) best = rec;
+      const pin = this.pinOf(rec);
+      if (!best || pin > bestPin || (pin === bestPin && compareVersions(rec.version, best.version) > 0)) {
+        best = rec;
+        bestPin = pin;
+      }
     }
     const inst = this.installedVers.get(name);
     let cand: Ver | null = best ? this.verFromRecord(best) : null;
-    if (inst && (!best || compareVersions(inst.version, best.version) >= 0)) cand = inst;
-    this.candidates.set(name, cand);
+    if (inst) {
+      // The installed version has at least priority 100, more if a suite still has it.
+      const sameInIndex = (this.byName.get(name) ?? []).filter((r) => r.version === inst.version);
+      const instPin = Math.max(INSTALLED_PIN, ...sameInIndex.map((r) => this.pinOf(r)));
+      const newer = best !== undefined && compareVersions(best.version, inst.version) > 0;
+      if (!newer || bestPin < instPin) cand = inst;
+    }
     return cand;
+  }
+
+  pinOfVer(ver: Ver): number {
+    return ver.record ? this.pinOf(ver.record) : INSTALLED_PIN;
+  }
+
+  private pinOf(rec: PackageRecord): number {
+    return this.universe.origins[rec.origin]?.pin ?? 500;
   }
 
   /** SetCandidateVersion: a pin from `name=version`. */

@@ -24,6 +24,9 @@ export interface ReleaseFile {
   noSupportForArchitectureAll?: string;
   /** Path relative to dists/<suite>/ → size and sha256. */
   sha256: Map<string, ReleaseEntry>;
+  /** apt's default pin priority for this suite: 500; 100 with NotAutomatic and
+   *  ButAutomaticUpgrades (backports); 1 with NotAutomatic alone (experimental). */
+  pin: number;
 }
 
 export function parseRelease(text: string, where: string): ReleaseFile {
@@ -81,6 +84,7 @@ export function parseRelease(text: string, where: string): ReleaseFile {
     components: words(fields.get('components')),
     acquireByHash: (fields.get('acquire-by-hash') ?? '').toLowerCase() === 'yes',
     sha256,
+    pin: defaultPin(fields.get('notautomatic'), fields.get('butautomaticupgrades')),
   };
   const date = fields.get('date');
   if (date !== undefined) release.date = parseDate(date, 'Date', where);
@@ -89,6 +93,12 @@ export function parseRelease(text: string, where: string): ReleaseFile {
   const nsa = fields.get('no-support-for-architecture-all');
   if (nsa !== undefined) release.noSupportForArchitectureAll = nsa;
   return release;
+}
+
+/** apt_preferences(5): "NotAutomatic: yes" suites get priority 1, with "ButAutomaticUpgrades: yes" 100. */
+function defaultPin(notAutomatic: string | undefined, butAutomaticUpgrades: string | undefined): number {
+  if ((notAutomatic ?? '').toLowerCase() !== 'yes') return 500;
+  return (butAutomaticUpgrades ?? '').toLowerCase() === 'yes' ? 100 : 1;
 }
 
 function words(value: string | undefined): string[] {

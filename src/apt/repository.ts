@@ -309,7 +309,7 @@ function planIndices(source: AptSource, suite: string, release: ReleaseFile, arc
         compression: f.compression,
       });
       tasks.push({
-        origin: { url: trimSlash(source.url), suite, component, arch: a },
+        origin: { url: trimSlash(source.url), suite, component, arch: a, ...(release.pin !== 500 ? { pin: release.pin } : {}) },
         ...file(found),
         fallbacks: allIndices(release, component, a).filter((f) => f.path !== found.path).map(file),
       });

@@ -175,7 +175,10 @@ class Explainer {
 
   /** Follows an unmet or-group down to the first reason nothing in it can be installed. */
   group(chain: string, group: OrGroup, seen: Set<string>): string {
-    const next = group.flatMap((rel) => this.offered(rel)).find((v) => !seen.has(v.pkg));
+    // Only versions apt would consider: each package's candidate by pin priority.
+    const next = group
+      .flatMap((rel) => this.offered(rel))
+      .find((v) => !seen.has(v.pkg) && this.cache.policyCandidate(v.pkg) === v);
     if (!next) return `${chain} → ${formatOrGroup(group)}, but ${this.whyUnsatisfiable(group)}`;
     return this.uninstallable(next.pkg, `${chain} → ${next.pkg}`, seen);
   }
@@ -221,7 +224,15 @@ class Explainer {
         continue;
       }
       const newest = recs.reduce<PackageRecord | undefined>((a, b) => (!a || compareVersions(b.version, a.version) > 0 ? b : a), undefined);
-      if (newest && rel.op && !satisfies(newest.version, rel.op, rel.version!)) {
+      const cand = this.cache.policyCandidate(rel.name);
+      const better = recs.find((r) => rel.op && satisfies(r.version, rel.op, rel.version!));
+      if (cand && better && rel.op && !satisfies(cand.version, rel.op, rel.version!)) {
+        // apt_preferences: a lower-priority suite (backports, experimental) is never chosen on its own.
+        const o = this.universe.origins[better.origin];
+        parts.push(
+          `the candidate ${rel.name} is ${cand.version}; ${better.version}${o ? ` in ${o.suite}` : ''} would do but its suite has a lower pin priority (request ${rel.name}=${better.version} to use it)`,
+        );
+      } else if (newest && rel.op && !satisfies(newest.version, rel.op, rel.version!)) {
         const o = this.universe.origins[newest.origin];
         parts.push(`the newest ${rel.name} is ${newest.version}${o ? ` in ${o.suite}/${o.component}` : ''}`);
       } else if (inst && rel.op && !satisfies(inst.version, rel.op, rel.version!)) {

@@ -12,6 +12,8 @@ export interface IndexOrigin {
   component: string;
   /** Architecture of the index: amd64, arm64, ... or all (binary-all). */
   arch: string;
+  /** apt's default pin priority of the suite (500; 100 for backports-like suites; 1 for experimental-like ones). */
+  pin?: number;
 }
 
 /** One paragraph of a Packages index, reduced to what resolution and locking need. */

@@ -89,18 +89,7 @@ export class Store {
       const out = createWriteStream(tmp, { flags: 'wx' });
       await pipeline(src, tap, out, signal ? { signal } : {});
       const digest = `sha256:${hash.digest('hex')}`;
-      if (expect.size !== undefined && expect.size !== size) {
-        throw new OcibuildError(`size mismatch: expected ${expect.size} bytes, got ${size}`, {
-          where,
-          hint: 'the mirror may be out of sync or the download was corrupted; retry later or use another mirror',
-        });
-      }
-      if (expect.digest !== undefined && expect.digest !== digest) {
-        throw new OcibuildError(`sha256 mismatch: expected ${expect.digest}, got ${digest}`, {
-          where,
-          hint: 'the mirror may be out of sync or tampered with; retry later or use another mirror',
-        });
-      }
+      checkExpected(expect, digest, size, where);
       await fsyncFile(tmp);
       const dest = this.blobPath(digest);
       await mkdir(dirname(dest), { recursive: true });
@@ -112,6 +101,42 @@ export class Store {
       await unlink(tmp).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Moves the file at `path` (a file under tmpDir(), so the rename stays on one file
+   * system) into the store after hashing and verifying it as a whole: how a download
+   * resumed across attempts or processes is admitted. On a mismatch the file is
+   * deleted and an OcibuildError naming `where` is thrown, as with putStream.
+   */
+  async putFile(path: string, expect: ExpectedBlob = {}, where?: string, signal?: AbortSignal): Promise<BlobInfo> {
+    if (expect.digest !== undefined) digestHex(expect.digest);
+    try {
+      const hash = createHash('sha256');
+      let size = 0;
+      for await (const chunk of createReadStream(path, signal ? { signal } : {}) as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        size += chunk.length;
+      }
+      const digest = `sha256:${hash.digest('hex')}`;
+      checkExpected(expect, digest, size, where);
+      await fsyncFile(path);
+      const dest = this.blobPath(digest);
+      await mkdir(dirname(dest), { recursive: true });
+      await rename(path, dest);
+      return { digest, size };
+    } catch (err) {
+      // An abort keeps the file: it is a valid prefix a later attempt resumes from.
+      if (!isAbortError(err)) await unlink(path).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** <root>/tmp: temp files live here, on the store's file system, so renames are atomic. */
+  async tmpDir(): Promise<string> {
+    const dir = join(this.root, 'tmp');
+    await mkdir(dir, { recursive: true });
+    return dir;
   }
 
   async putBytes(data: Uint8Array, expect: ExpectedBlob = {}, where?: string): Promise<BlobInfo> {
@@ -164,10 +189,27 @@ export class Store {
 
   /** pid + random: two processes (or two writes in one) never share a temp name. */
   private async tempPath(): Promise<string> {
-    const dir = join(this.root, 'tmp');
-    await mkdir(dir, { recursive: true });
-    return join(dir, `${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
+    return join(await this.tmpDir(), `${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
   }
+}
+
+function checkExpected(expect: ExpectedBlob, digest: string, size: number, where: string | undefined): void {
+  if (expect.size !== undefined && expect.size !== size) {
+    throw new OcibuildError(`size mismatch: expected ${expect.size} bytes, got ${size}`, {
+      where,
+      hint: 'the mirror may be out of sync or the download was corrupted; retry later or use another mirror',
+    });
+  }
+  if (expect.digest !== undefined && expect.digest !== digest) {
+    throw new OcibuildError(`sha256 mismatch: expected ${expect.digest}, got ${digest}`, {
+      where,
+      hint: 'the mirror may be out of sync or tampered with; retry later or use another mirror',
+    });
+  }
+}
+
+function isAbortError(err: unknown): boolean {
+  return (err as { name?: unknown } | null)?.name === 'AbortError';
 }
 
 async function fsyncFile(path: string): Promise<void> {

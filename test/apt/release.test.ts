@@ -82,3 +82,10 @@ for (const [name, text, re] of errors) {
 test('MD5-only error hints why', () => {
   assert.throws(() => parseRelease('MD5Sum:\n', 'w'), (err: OcibuildError) => /not trusted/.test(err.hint ?? ''));
 });
+
+test('NotAutomatic / ButAutomaticUpgrades set the suite\'s default pin priority (apt_preferences(5))', () => {
+  const base = 'Suite: x\nSHA256:\n ' + 'a'.repeat(64) + ' 1 main/binary-amd64/Packages\n';
+  assert.equal(parseRelease(base, 'R').pin, 500);
+  assert.equal(parseRelease('NotAutomatic: yes\n' + base, 'R').pin, 1);
+  assert.equal(parseRelease('NotAutomatic: yes\nButAutomaticUpgrades: yes\n' + base, 'R').pin, 100);
+});

@@ -12,6 +12,8 @@ function universe(recs: Rec[], arch = 'amd64'): PackageUniverse {
     origins: [
       { url: 'http://deb.example/debian', suite: 'bookworm', component: 'main', arch },
       { url: 'http://deb.example/debian', suite: 'bookworm-updates', component: 'main', arch },
+      { url: 'http://deb.example/debian', suite: 'bookworm-backports', component: 'main', arch, pin: 100 },
+      { url: 'http://deb.example/debian', suite: 'experimental', component: 'main', arch, pin: 1 },
     ],
     records: recs.map((r) => ({
       architecture: arch,
@@ -287,4 +289,22 @@ test('a relation qualified with an unconfigured architecture matches nothing (li
   assert.deepEqual(names({ universe: u, packages: req('multi') }).sort(), ['libc6-i386=2.36', 'libc6-x32=2.36', 'multi=1', 'tool=1']);
   const u2 = universe([{ package: 'a', version: '1', depends: 'tool:arm64' }, { package: 'tool', version: '1' }]);
   assert.throws(() => resolve({ universe: u2, packages: req('a') }), /tool:arm64/);
+});
+
+test('pin priorities as apt: backports and experimental lose to the release, but serve what only they have', () => {
+  const u = universe([
+    { package: 'tool', version: '1.0' },
+    { package: 'tool', version: '2.0', origin: 2 },
+    { package: 'tool', version: '3.0~rc1', origin: 3 },
+    { package: 'only-bpo', version: '5', origin: 2 },
+    { package: 'only-exp', version: '6', origin: 3 },
+    { package: 'needs-new', version: '1', depends: 'tool (>= 2.0)' },
+  ]);
+  assert.deepEqual(names({ universe: u, packages: req('tool', 'only-bpo', 'only-exp') }).sort(), ['only-bpo=5', 'only-exp=6', 'tool=1.0']);
+  // apt does not reach into backports for a dependency: the user pins it.
+  assert.throws(() => resolve({ universe: u, packages: req('needs-new') }), /needs-new → tool \(>= 2\.0\), but the candidate tool is 1\.0; 2\.0 in bookworm-backports would do but its suite has a lower pin priority \(request tool=2\.0 to use it\)/);
+  assert.deepEqual(names({ universe: u, packages: req('tool=2.0', 'needs-new') }), ['tool=2.0', 'needs-new=1']);
+  // An installed version is priority 100: backports (100) upgrades it, experimental (1) does not.
+  const base = [installed('only-bpo', '4'), installed('only-exp', '5')];
+  assert.deepEqual(names({ universe: u, packages: req('only-bpo', 'only-exp'), installed: base }), ['only-bpo=5']);
 });

@@ -48,6 +48,8 @@ export interface FixtureSuite {
   /** List arch:all packages in binary-all only (no No-Support-for-Architecture-all), as
    *  many third-party repositories do; consumers must then read binary-all. */
   archAllSeparate?: boolean;
+  /** Extra Release fields, e.g. {NotAutomatic: 'yes', ButAutomaticUpgrades: 'yes'} for a backports-like suite. */
+  releaseFields?: Record<string, string>;
 }
 
 export interface FixtureDeb { path: string; filename: string; sha256: string; size: number }
@@ -177,6 +179,7 @@ export async function buildAptRepo(
       ['Architectures', ['all', ...archs].join(' ')],
       ['Components', components.join(' ')],
       ['Description', `ocibuild test repository ${suite.name}`],
+      ...Object.entries(suite.releaseFields ?? {}),
     ];
     const release =
       fields.filter((f): f is [string, string] => f[1] !== undefined).map(([k, v]) => `${k}: ${v}\n`).join('') +
