@@ -3,6 +3,7 @@
  * exponential backoff for transient failures (connection errors, 408/429/5xx,
  * truncated bodies), and errors a user can act on for the permanent ones.
  */
+import { open as openFile, stat, truncate } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { OcibuildError } from '../errors.js';
@@ -77,6 +78,145 @@ export async function fetchToStore(
     }
     return store.putStream(checkLength(body, length), expect, url, opts.signal);
   });
+}
+
+export interface ResumableOptions extends FetchOptions {
+  /** Called after bytes reach the file, with the file's size so far. */
+  onBytes?: (bytesInFile: number) => void;
+}
+
+/**
+ * Downloads `url` into `file`, continuing after whatever the file already holds (an
+ * earlier attempt's or a killed process's prefix) with a Range request, so a
+ * truncated transfer costs only the missing bytes. The file is always a prefix of
+ * the response: bytes are counted only once written. Nothing is verified here beyond
+ * `expectedSize`; the caller hashes the whole file.
+ *
+ * Retries: connection errors, 408/429/5xx and truncation, with backoff; an attempt
+ * that added bytes resets the count, so a flaky but moving transfer completes.
+ */
+export async function fetchToFile(
+  url: string,
+  file: string,
+  expectedSize: number | undefined,
+  opts: ResumableOptions = {},
+): Promise<{ size: number; resumed: boolean }> {
+  const retries = opts.retries ?? 4;
+  const base = opts.backoffMs ?? 250;
+  let resumed = false;
+  for (let failures = 0; ; ) {
+    opts.signal?.throwIfAborted();
+    let have = await fileSize(file);
+    if (expectedSize !== undefined && have > expectedSize) {
+      await truncate(file, 0);
+      have = 0;
+    }
+    if (expectedSize !== undefined && have === expectedSize && have > 0) return { size: have, resumed: true };
+    let written = have;
+    try {
+      const res = await openAt(url, have, opts);
+      if (expectedSize !== undefined && res.total !== undefined && res.total !== expectedSize) {
+        await res.body.dump().catch(() => undefined);
+        throw new SizeMismatchError(url, res.total, expectedSize);
+      }
+      if (res.start > 0) resumed = true;
+      written = res.start;
+      const fh = await openFile(file, res.start === 0 ? 'w' : 'a');
+      try {
+        for await (const chunk of checkLength(res.body, res.length)) {
+          await fh.write(chunk);
+          written += chunk.length;
+          opts.onBytes?.(written);
+        }
+      } finally {
+        await fh.close();
+      }
+      return { size: written, resumed };
+    } catch (err) {
+      if (err instanceof RangeNotSatisfiable) {
+        // The server's file is not longer than our prefix (or it answered another
+        // range): the prefix cannot be trusted to be of this file.
+        await truncate(file, 0);
+      } else if (!(err instanceof Transient)) {
+        throw err;
+      }
+      failures = written > have ? 0 : failures + 1;
+      if (failures > retries) throw finalError(err instanceof Transient ? err : new Transient(err.message), url, failures);
+      if (failures > 0) {
+        const wait = Math.round(base * 2 ** (failures - 1) * (0.5 + Math.random() / 2));
+        opts.log?.(`retrying ${url} in ${wait} ms (${err.message})`);
+        await delay(wait, undefined, opts.signal ? { signal: opts.signal } : {});
+      } else {
+        opts.log?.(`resuming ${url} at byte ${written} (${err.message})`);
+      }
+    }
+  }
+}
+
+/** The server's size for a file differs from the one expected (Content-Length or Content-Range). */
+export class SizeMismatchError extends OcibuildError {
+  constructor(
+    readonly url: string,
+    readonly actual: number,
+    readonly expected: number,
+  ) {
+    super(`size mismatch: the server sends ${actual} bytes, expected ${expected}`, {
+      where: url,
+      hint: 'the mirror may be out of sync; retry later or use another mirror',
+    });
+  }
+}
+
+class RangeNotSatisfiable extends Error {}
+
+async function fileSize(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return 0;
+    throw err;
+  }
+}
+
+/** GET from byte `offset` on; `start` is where the body really begins (0 when a server ignores Range). */
+async function openAt(
+  url: string,
+  offset: number,
+  opts: FetchOptions,
+): Promise<{ body: Body; start: number; length: number | undefined; total: number | undefined }> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(url, {
+      method: 'GET',
+      dispatcher: opts.dispatcher ?? httpDispatcher(),
+      signal: opts.signal,
+      headers: offset > 0 ? { 'user-agent': 'ocibuild', range: `bytes=${offset}-` } : { 'user-agent': 'ocibuild' },
+    });
+  } catch (err) {
+    throw classifyNetworkError(err);
+  }
+  const { statusCode, body } = res;
+  const length = numberHeader(res.headers['content-length']);
+  if (statusCode === 200) return { body, start: 0, length, total: length };
+  if (statusCode === 206) {
+    const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? '').trim());
+    if (m && Number(m[1]) === offset) return { body, start: offset, length, total: m[3] === '*' ? undefined : Number(m[3]) };
+    await body.dump().catch(() => undefined);
+    // A range we did not ask for: start over rather than splice unknown bytes.
+    throw new RangeNotSatisfiable(`unexpected Content-Range ${String(res.headers['content-range'])} for bytes=${offset}-`);
+  }
+  await body.dump().catch(() => undefined);
+  if (statusCode === 416) throw new RangeNotSatisfiable(`HTTP 416 for bytes=${offset}-`);
+  if (statusCode === 404 || statusCode === 410) throw new NotFoundError(url);
+  if (statusCode === 408 || statusCode === 429 || statusCode >= 500) throw new Transient(`HTTP ${statusCode}`, statusCode);
+  throw new OcibuildError(`HTTP ${statusCode} while downloading ${url}`, {
+    where: url,
+    hint: statusCode === 401 || statusCode === 403 ? 'the mirror refuses access; check the source url' : 'check the source url',
+  });
+}
+
+function numberHeader(raw: string | string[] | undefined): number | undefined {
+  return typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : undefined;
 }
 
 /** Thrown for failures worth another attempt; never escapes withRetries. */

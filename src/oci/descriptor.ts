@@ -90,41 +90,62 @@ export function descriptorJson(d: Descriptor): JsonValue {
 }
 
 /**
- * A pass-through that hashes what flows by and fails the pipeline at the end when
- * the size or digest differs from `expected` (descriptor.md: "the content SHOULD be
- * verified against the digest"), so a corrupt source never becomes an output blob.
+ * Hashes a blob chunk by chunk; `finish()` throws when the size or digest differs
+ * from `expected` (descriptor.md: content SHOULD be verified against its digest), so
+ * a corrupt source never becomes an output blob.
  */
+export class BlobCheck {
+  private readonly hash = createHash('sha256');
+  private size = 0;
+
+  constructor(
+    private readonly expected: { digest: string; size: number },
+    private readonly where: string,
+  ) {}
+
+  update(chunk: Uint8Array): void {
+    this.size += chunk.length;
+    if (this.size > this.expected.size) throw this.mismatch(`more than the expected ${this.expected.size} bytes`);
+    this.hash.update(chunk);
+  }
+
+  finish(): void {
+    if (this.size !== this.expected.size) {
+      throw this.mismatch(`size mismatch: expected ${this.expected.size} bytes, got ${this.size}`);
+    }
+    const digest = `sha256:${this.hash.digest('hex')}`;
+    if (digest !== this.expected.digest) throw this.mismatch(`sha256 mismatch: got ${digest}`);
+  }
+
+  private mismatch(message: string): OcibuildError {
+    return new OcibuildError(`blob ${this.expected.digest}: ${message}`, {
+      where: this.where,
+      hint: 'the store may hold a damaged blob; remove it from the cache directory and build again',
+    });
+  }
+}
+
+/** BlobCheck as a pass-through stage for `pipeline`. */
 export function verifyingTap(expected: { digest: string; size: number }, where: string): Transform {
-  const hash = createHash('sha256');
-  let size = 0;
+  const check = new BlobCheck(expected, where);
   return new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
-      size += chunk.length;
-      if (size > expected.size) {
-        cb(blobMismatch(`more than the expected ${expected.size} bytes`, expected, where));
+      try {
+        check.update(chunk);
+      } catch (err) {
+        cb(err as Error);
         return;
       }
-      hash.update(chunk);
       cb(null, chunk);
     },
     flush(cb: TransformCallback) {
-      if (size !== expected.size) {
-        cb(blobMismatch(`size mismatch: expected ${expected.size} bytes, got ${size}`, expected, where));
-        return;
-      }
-      const digest = `sha256:${hash.digest('hex')}`;
-      if (digest !== expected.digest) {
-        cb(blobMismatch(`sha256 mismatch: expected ${expected.digest}, got ${digest}`, expected, where));
+      try {
+        check.finish();
+      } catch (err) {
+        cb(err as Error);
         return;
       }
       cb();
     },
-  });
-}
-
-function blobMismatch(message: string, expected: { digest: string }, where: string): OcibuildError {
-  return new OcibuildError(`blob ${expected.digest}: ${message}`, {
-    where,
-    hint: 'the store may hold a damaged blob; remove it from the cache directory and build again',
   });
 }

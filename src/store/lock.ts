@@ -29,7 +29,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { link, mkdir, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { digestHex, type Store } from './store.js';
 
@@ -95,7 +95,7 @@ interface HeldLock {
 
 async function acquire(path: string, opts: BlobLockOptions): Promise<HeldLock> {
   const staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
-  await mkdir(join(path, '..'), { recursive: true });
+  await mkdir(dirname(path), { recursive: true });
   const record: LockRecord = { pid: process.pid, token: randomBytes(12).toString('hex'), host: hostKey(), start: startTime(process.pid) };
   let wait = POLL_MIN_MS;
   for (;;) {

@@ -9,14 +9,18 @@ export type Fault =
   | { kind: 'status'; status: number; times?: number }
   | { kind: 'truncate'; bytes: number; times?: number }
   | { kind: 'reset'; times?: number }
-  | { kind: 'delay-headers-ms'; ms: number };
+  | { kind: 'delay-headers-ms'; ms: number }
+  /** Send the headers and the first `bytes` bytes, then hold the connection open
+   *  without sending more (a download stuck mid-body) until the client goes away. */
+  | { kind: 'stall'; bytes: number; times?: number };
 
 export interface TestServer {
   /** Base URL without a trailing slash, e.g. http://127.0.0.1:40123 */
   url: string;
   port: number;
-  /** Every request in arrival order; status 0 for a reset connection. */
-  requests: Array<{ method: string; path: string; status: number }>;
+  /** Every request in arrival order; status 0 for a reset connection; `range` is the
+   *  request's Range header, present only when one was sent. */
+  requests: Array<{ method: string; path: string; status: number; range?: string }>;
   /** Faults apply to request paths ending in pathSuffix (longest suffix wins); null clears. */
   setFault(pathSuffix: string, fault: Fault | null): void;
   close(): Promise<void>;
@@ -40,8 +44,13 @@ export async function serveDirectory(dir: string): Promise<TestServer> {
     return active.fault;
   };
 
+  const log = (req: IncomingMessage, path: string, status: number): void => {
+    const range = req.headers.range;
+    requests.push(range === undefined ? { method: req.method ?? '', path, status } : { method: req.method ?? '', path, status, range });
+  };
+
   const finish = (req: IncomingMessage, res: ServerResponse, path: string, status: number, headers: Record<string, string | number>, body?: Buffer): void => {
-    requests.push({ method: req.method ?? '', path, status });
+    log(req, path, status);
     res.writeHead(status, headers);
     res.end(req.method === 'HEAD' ? undefined : body);
   };
@@ -61,7 +70,7 @@ export async function serveDirectory(dir: string): Promise<TestServer> {
       fault = undefined;
     }
     if (fault?.kind === 'reset') {
-      requests.push({ method, path, status: 0 });
+      log(req, path, 0);
       req.socket.destroy();
       return;
     }
@@ -102,9 +111,15 @@ export async function serveDirectory(dir: string): Promise<TestServer> {
 
     if (fault?.kind === 'truncate' && method === 'GET') {
       // Promise the whole body, send part of it, then drop the connection.
-      requests.push({ method, path, status });
+      log(req, path, status);
       res.writeHead(status, headers);
       res.write(body.subarray(0, Math.min(fault.bytes, body.length)), () => req.socket.destroy());
+      return;
+    }
+    if (fault?.kind === 'stall' && method === 'GET') {
+      log(req, path, status);
+      res.writeHead(status, headers);
+      res.write(body.subarray(0, Math.min(fault.bytes, body.length)));
       return;
     }
     finish(req, res, path, status, headers, body);

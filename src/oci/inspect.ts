@@ -1,0 +1,118 @@
+/**
+ * `ocibuild inspect oci:DIR[:TAG]`: a person-readable summary of one image in an
+ * OCI layout. Every document read is checked against its descriptor first.
+ */
+import { OcibuildError, EXIT_USAGE } from '../errors.js';
+import type { Descriptor } from './descriptor.js';
+import { readIndex, readLayoutBlob, selectManifest } from './layout.js';
+import { isIndexType, isManifestType } from './media-types.js';
+
+interface ManifestDoc {
+  config: { digest: string; size: number; mediaType: string };
+  layers: Array<{ digest: string; size: number; mediaType: string }>;
+  annotations?: Record<string, string>;
+}
+
+interface ConfigDoc {
+  architecture?: string;
+  os?: string;
+  variant?: string;
+  created?: string;
+  config?: {
+    Env?: string[];
+    Entrypoint?: string[];
+    Cmd?: string[];
+    WorkingDir?: string;
+    User?: string;
+    Labels?: Record<string, string>;
+    ExposedPorts?: Record<string, unknown>;
+  };
+  history?: Array<{ created_by?: string; comment?: string; empty_layer?: boolean }>;
+}
+
+/** `oci:DIR[:TAG]` or `DIR[:TAG]` → its parts (the path ends at the first colon). */
+export function parseLayoutRef(ref: string): { dir: string; tag?: string } {
+  const body = ref.startsWith('oci:') ? ref.slice(4) : ref;
+  const colon = body.indexOf(':');
+  const dir = colon < 0 ? body : body.slice(0, colon);
+  const tag = colon < 0 ? undefined : body.slice(colon + 1);
+  if (dir === '' || tag === '') {
+    throw new OcibuildError(`not an image layout reference: ${JSON.stringify(ref)}`, {
+      hint: 'use oci:DIR or oci:DIR:TAG',
+      exitCode: EXIT_USAGE,
+    });
+  }
+  return tag === undefined ? { dir } : { dir, tag };
+}
+
+export async function inspectLayout(dirWithTag: string): Promise<string> {
+  const { dir, tag } = parseLayoutRef(dirWithTag);
+  const { manifests } = await readIndex(dir).catch((err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new OcibuildError('no OCI image layout here (index.json missing)', { where: dir, cause: err });
+    }
+    throw err;
+  });
+  const desc = selectManifest(manifests.map((m) => m.descriptor), tag, `oci:${dir}`);
+  if (isIndexType(desc.mediaType)) {
+    throw new OcibuildError('the tag names an image index (several platforms); inspecting one is not supported yet', {
+      where: dirWithTag,
+    });
+  }
+  if (!isManifestType(desc.mediaType)) {
+    throw new OcibuildError(`the tag names a ${desc.mediaType}, not an image manifest`, { where: dirWithTag });
+  }
+  const manifest = JSON.parse((await readLayoutBlob(dir, desc)).toString('utf8')) as ManifestDoc;
+  const configDesc: Descriptor = manifest.config;
+  const config = JSON.parse((await readLayoutBlob(dir, configDesc)).toString('utf8')) as ConfigDoc;
+  return formatInspect(dirWithTag, desc, manifest, config);
+}
+
+/** The name the CLI uses. */
+export const inspectImage = inspectLayout;
+
+export function formatInspect(name: string, desc: Descriptor, manifest: ManifestDoc, config: ConfigDoc): string {
+  const c = config.config ?? {};
+  const platform = [config.os, config.architecture, config.variant].filter(Boolean).join('/');
+  const rows: Array<[string, string]> = [
+    ['Image', name],
+    ['Manifest', `${desc.digest} (${desc.size} bytes, ${desc.mediaType})`],
+    ['Config', `${manifest.config.digest} (${manifest.config.size} bytes)`],
+    ['Platform', platform || '-'],
+    ['Created', config.created ?? '-'],
+    ['Entrypoint', c.Entrypoint ? JSON.stringify(c.Entrypoint) : '-'],
+    ['Cmd', c.Cmd ? JSON.stringify(c.Cmd) : '-'],
+    ['WorkingDir', c.WorkingDir || '-'],
+    ['User', c.User || '-'],
+  ];
+  const lines = rows.map(([k, v]) => `${k.padEnd(12)}${v}`);
+  const list = (title: string, items: string[]): void => {
+    lines.push(`${title.padEnd(12)}${items.length === 0 ? '-' : items[0]}`);
+    for (const item of items.slice(1)) lines.push(`${''.padEnd(12)}${item}`);
+  };
+  list('Env', c.Env ?? []);
+  list('Ports', Object.keys(c.ExposedPorts ?? {}));
+  list('Labels', Object.entries(c.Labels ?? {}).map(([k, v]) => `${k}=${v}`));
+  list('Annotations', Object.entries(manifest.annotations ?? {}).map(([k, v]) => `${k}=${v}`));
+
+  // config.md: history entries with empty_layer have no layer; the rest pair up in order.
+  const made = (config.history ?? []).filter((h) => !h.empty_layer);
+  const table = manifest.layers.map((l, i) => [l.digest, formatSize(l.size), made[i]?.created_by ?? '-']);
+  const header = ['DIGEST', 'SIZE', 'CREATED BY'];
+  const width = [0, 1].map((col) => Math.max(header[col]!.length, ...table.map((r) => r[col]!.length)));
+  const row = (r: string[]): string => `${r[0]!.padEnd(width[0]!)}  ${r[1]!.padStart(width[1]!)}  ${r[2]}`.trimEnd();
+  lines.push('', `Layers (${manifest.layers.length})`, row(header), ...table.map(row));
+  return `${lines.join('\n')}\n`;
+}
+
+function formatSize(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(1)} ${units[u]}`;
+}

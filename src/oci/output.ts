@@ -1,0 +1,85 @@
+/**
+ * `--output` destinations, named the way containers/image (skopeo, podman) names
+ * its transports: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
+ * `docker-archive:FILE[:REF]`. As there, the path ends at the first colon after the
+ * transport, so a path cannot contain ':' but a REF (`name:tag`) can.
+ */
+import { OcibuildError, EXIT_USAGE } from '../errors.js';
+import type { Store } from '../store/store.js';
+import { normalizeRepoTag, writeDockerArchive, writeOciArchive } from './archive.js';
+import type { BuiltImage } from './image.js';
+import { validateRefName, writeLayout } from './layout.js';
+
+export type Output =
+  | { kind: 'oci'; dir: string; tag?: string }
+  | { kind: 'oci-archive'; file: string; tag?: string }
+  | { kind: 'docker-archive'; file: string; ref?: string };
+
+export interface WriteOutputOptions {
+  store: Store;
+  /** Used when the output spec names no tag (or, for docker-archive, no REF). */
+  tag?: string;
+  signal?: AbortSignal;
+}
+
+const USAGE_HINT = 'use oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME[:TAG]]';
+
+export function parseOutput(spec: string): Output {
+  const colon = spec.indexOf(':');
+  const transport = colon < 0 ? spec : spec.slice(0, colon);
+  const rest = colon < 0 ? '' : spec.slice(colon + 1);
+  const next = rest.indexOf(':');
+  const path = next < 0 ? rest : rest.slice(0, next);
+  const suffix = next < 0 ? undefined : rest.slice(next + 1);
+  const where = `--output ${spec}`;
+  if (!['oci', 'oci-archive', 'docker-archive'].includes(transport) || colon < 0) {
+    throw new OcibuildError(`unknown output ${JSON.stringify(spec)}`, { where, hint: USAGE_HINT, exitCode: EXIT_USAGE });
+  }
+  if (path === '') {
+    throw new OcibuildError(`output ${JSON.stringify(spec)} names no path`, { where, hint: USAGE_HINT, exitCode: EXIT_USAGE });
+  }
+  if (suffix === '') {
+    throw new OcibuildError(`output ${JSON.stringify(spec)} has an empty tag after ':'`, { where, hint: USAGE_HINT, exitCode: EXIT_USAGE });
+  }
+  if (transport === 'docker-archive') {
+    if (suffix === undefined) return { kind: 'docker-archive', file: path };
+    normalizeRepoTag(suffix, where);
+    return { kind: 'docker-archive', file: path, ref: suffix };
+  }
+  if (suffix !== undefined) validateRefName(suffix, where);
+  if (transport === 'oci') return suffix === undefined ? { kind: 'oci', dir: path } : { kind: 'oci', dir: path, tag: suffix };
+  return suffix === undefined ? { kind: 'oci-archive', file: path } : { kind: 'oci-archive', file: path, tag: suffix };
+}
+
+export function formatOutput(out: Output): string {
+  switch (out.kind) {
+    case 'oci':
+      return `oci:${out.dir}${out.tag !== undefined ? `:${out.tag}` : ''}`;
+    case 'oci-archive':
+      return `oci-archive:${out.file}${out.tag !== undefined ? `:${out.tag}` : ''}`;
+    case 'docker-archive':
+      return `docker-archive:${out.file}${out.ref !== undefined ? `:${out.ref}` : ''}`;
+  }
+}
+
+/** Writes `image` to `out`; on failure the destination is as it was before. */
+export async function writeOutput(out: Output, image: BuiltImage, opts: WriteOutputOptions): Promise<void> {
+  const signal = opts.signal ? { signal: opts.signal } : {};
+  switch (out.kind) {
+    case 'oci': {
+      const tag = out.tag ?? opts.tag;
+      await writeLayout(out.dir, image, { store: opts.store, ...signal, ...(tag !== undefined ? { tag } : {}) });
+      return;
+    }
+    case 'oci-archive': {
+      const tag = out.tag ?? opts.tag;
+      await writeOciArchive(out.file, image, { ...signal, ...(tag !== undefined ? { tag } : {}) });
+      return;
+    }
+    case 'docker-archive': {
+      const ref = out.ref ?? opts.tag;
+      await writeDockerArchive(out.file, image, { ...signal, ...(ref !== undefined ? { ref } : {}) });
+      return;
+    }
+  }
+}
