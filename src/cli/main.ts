@@ -39,6 +39,35 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
       await lockCommand({ ...opts, signal });
     });
 
+  program
+    .command('build')
+    .description('build the image: lock if needed, fetch the .debs, write deterministic layers and the OCI image')
+    .option('-f, --file <image.yaml>', 'the image spec', 'image.yaml')
+    .requiredOption('-o, --output <dest>', 'oci:DIR[:TAG] (OCI layout), oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]')
+    .option('--platform <platform>', 'the platform to build, e.g. linux/arm64 (default: the spec\'s only platform)')
+    .option('--locked', 'fail if the lockfile is missing or stale instead of updating it')
+    .option('--compression <gzip|zstd>', 'layer compression (zstd layers need OCI-aware consumers)', 'gzip')
+    .option('--source-date-epoch <seconds>', 'timestamp for files and the image (default: $SOURCE_DATE_EPOCH, else the newest date in the packages)')
+    .option('--no-merged-usr', 'do not link bin, sbin and lib* into usr/')
+    .option('--digest-file <file>', 'write the manifest digest to this file')
+    .option('--cache-dir <dir>', 'the store (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
+    .option('--insecure-no-verify', 'accept unsigned or badly signed repositories (DANGEROUS)')
+    .option('--ignore-valid-until', 'accept expired Release files (snapshot mirrors)')
+    .option('-q, --quiet', 'print errors and warnings only')
+    .action(async (opts) => {
+      const { buildCommand } = await import('./build.js');
+      await buildCommand({ ...opts, signal });
+    });
+
+  program
+    .command('inspect')
+    .description('show the manifest, config and layers of an image in an OCI layout')
+    .argument('<image>', 'oci:DIR[:TAG]')
+    .action(async (image: string) => {
+      const { inspectCommand } = await import('./build.js');
+      await inspectCommand(image);
+    });
+
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
