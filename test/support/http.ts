@@ -110,10 +110,12 @@ export async function serveDirectory(dir: string): Promise<TestServer> {
     headers['Content-Length'] = body.length;
 
     if (fault?.kind === 'truncate' && method === 'GET') {
-      // Promise the whole body, send part of it, then drop the connection.
+      // Promise the whole body, send part of it, then close the connection. A
+      // graceful close (FIN, not RST): a reset may make the client's kernel drop bytes
+      // it already received, and the client could not resume from a known offset.
       log(req, path, status);
       res.writeHead(status, headers);
-      res.write(body.subarray(0, Math.min(fault.bytes, body.length)), () => req.socket.destroy());
+      res.write(body.subarray(0, Math.min(fault.bytes, body.length)), () => req.socket.end());
       return;
     }
     if (fault?.kind === 'stall' && method === 'GET') {
