@@ -448,6 +448,12 @@ async function walkTar(
     // A pipeline error (truncated input, corrupt data) explains more than the parser's
     // reaction to it; prefer it when there is one.
     const cause = await feeding.then(() => undefined, (e: unknown) => e);
+    // The caller's callback only relayed our own stream's failure (a corrupt member
+    // surfacing in the entry body it was reading): that is a damaged .deb, not a caller error.
+    if (cause !== undefined && err === cause && typeof cause === 'object' && cause !== null) {
+      callerErrors.delete(cause);
+      throw cause;
+    }
     if (cause !== undefined && !(typeof err === 'object' && err !== null && callerErrors.has(err)) && !(err instanceof OcibuildError) && isUseful(cause)) throw cause;
     throw err;
   }
