@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile, lstat, readlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,7 @@ import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type TestK
 import { serveDirectory, type TestServer } from '../support/http.js';
 import type { FixturePackage } from '../support/deb.js';
 import { run } from '../oci/support.js';
+import { debWith } from '../support/hostile-deb.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = path.join(root, 'bin/ocibuild');
@@ -221,4 +223,38 @@ test('--locked with no lockfile, a stale lock, and an unwritable output: clear e
 
   const badOutput = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', 'tarball:/x']);
   assert.equal(badOutput.code, 2);
+});
+
+test('a hostile .deb (path traversal) and a truncated .deb: clear errors naming the package, nothing written outside, no output', async () => {
+  const evil = await debWith([{ name: './', type: 'directory' }, { name: './etc/', type: 'directory' }, { name: '../../../../tmp/ocibuild-escaped', content: 'owned' }]);
+  const bad = await buildAptRepo(path.join(tmp, 'hostile'), [{
+    name: 'stable',
+    components: { main: [{ name: 'evil', version: '1', arch: 'all', rawDeb: evil }, { name: 'cut', version: '1', files: { '/usr/share/cut/big': randomBytes(200_000) } }] },
+  }], { key });
+  const srv = await serveDirectory(bad.dir);
+  try {
+    const dir = await specDir('hostile', spec(srv.url, bad.keyringPath, ['evil']));
+    const cache = path.join(dir, 'cache');
+    const r = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', `oci:${dir}/out:x`, '--cache-dir', cache]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /evil 1/);
+    assert.match(r.stderr, /"\.\.\/\.\.\/\.\.\/\.\.\/tmp\/ocibuild-escaped" has a "\.\." component/);
+    await assert.rejects(stat('/tmp/ocibuild-escaped'), 'nothing escaped the root');
+    await assert.rejects(stat(path.join(dir, 'out')), 'no output written');
+    assert.deepEqual(await readdir(path.join(cache, 'cache', 'layers-v1')).catch(() => []), [], 'no layer cached');
+
+    // A mirror that always cuts the .deb short: retried, then an error naming the package and URL.
+    const cutDeb = bad.debs.get('cut_1_amd64')!;
+    srv.setFault(`/${cutDeb.filename}`, { kind: 'truncate', bytes: 1000 });
+    const dir2 = await specDir('truncated', spec(srv.url, bad.keyringPath, ['cut']));
+    const cache2 = path.join(dir2, 'cache');
+    const t = await ocibuild(['build', '-f', path.join(dir2, 'image.yaml'), '--output', `oci:${dir2}/out:x`, '--cache-dir', cache2]);
+    assert.equal(t.code, 1, t.stderr);
+    assert.match(t.stderr, /cut/);
+    assert.ok(t.stderr.includes(`${srv.url}/${cutDeb.filename}`), t.stderr);
+    assert.ok(!(await readdir(path.join(cache2, 'blobs/sha256'))).includes(cutDeb.sha256), 'the cut .deb is not in the store');
+    await assert.rejects(stat(path.join(dir2, 'out')));
+  } finally {
+    await srv.close();
+  }
 });

@@ -110,7 +110,7 @@ export async function buildAptRepo(
   const place = async (component: string, pkg: FixturePackage): Promise<string> => {
     const filename = poolPath(component, pkg);
     const id = `${pkg.name}_${pkg.version}_${pkg.arch ?? 'amd64'}`;
-    const bytes = await buildDeb(pkg);
+    const bytes = pkg.rawDeb ?? (await buildDeb(pkg));
     const seen = debBytes.get(filename);
     if (seen && !seen.equals(bytes)) throw new Error(`fixture repo: two different packages at ${filename}`);
     if (!seen) {

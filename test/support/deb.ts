@@ -16,6 +16,9 @@ export interface FixturePackage {
   priority?: string; section?: string; source?: string; description?: string; installedSize?: number;
   /** data.tar contents; keys are absolute paths like '/usr/bin/hello'. Parent directories are added. */
   files?: Record<string, FixtureFile>;
+  /** The .deb's bytes as they are (e.g. a hostile archive made by hand); the other
+   *  fields then only describe it in the Packages index. */
+  rawDeb?: Buffer;
   scripts?: Partial<Record<'preinst' | 'postinst' | 'prerm' | 'postrm' | 'config', string>>;
   conffiles?: string[];
   /** Extra control fields, written after the known ones and before Description. */
