@@ -232,34 +232,10 @@ class Transient extends Error {
 
 type Body = Dispatcher.ResponseData['body'];
 
+/** A plain GET of the whole body (openAt from byte 0: a server never answers 206 to it). */
 async function open(url: string, opts: FetchOptions): Promise<{ body: Body; length: number | undefined }> {
-  let res: Dispatcher.ResponseData;
-  try {
-    res = await request(url, {
-      method: 'GET',
-      dispatcher: opts.dispatcher ?? httpDispatcher(),
-      signal: opts.signal,
-      headers: { 'user-agent': 'ocibuild' },
-    });
-  } catch (err) {
-    throw classifyNetworkError(err);
-  }
-  const { statusCode, body } = res;
-  if (statusCode === 200) {
-    const raw = res.headers['content-length'];
-    const length = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : undefined;
-    return { body, length };
-  }
-  // Drain so the keep-alive connection can be reused.
-  await body.dump().catch(() => undefined);
-  if (statusCode === 404 || statusCode === 410) throw new NotFoundError(url);
-  if (statusCode === 408 || statusCode === 429 || statusCode >= 500) {
-    throw new Transient(`HTTP ${statusCode}`, statusCode);
-  }
-  throw new OcibuildError(`HTTP ${statusCode} while downloading ${url}`, {
-    where: url,
-    hint: statusCode === 401 || statusCode === 403 ? 'the mirror refuses access; check the source url' : 'check the source url',
-  });
+  const { body, length } = await openAt(url, 0, opts);
+  return { body, length };
 }
 
 /** Counts bytes against Content-Length: a short body is a Transient failure, not data. */

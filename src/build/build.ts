@@ -7,7 +7,8 @@
  * an unchanged rebuild only hashes its inputs.
  */
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readFile, rm, writeFile, rename } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tempName, writeFileAtomic } from '../store/atomic.js';
 import { pipeline } from 'node:stream/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
@@ -286,12 +287,9 @@ async function fileIdentity(f: ImageSpec['files'][number]): Promise<unknown> {
 }
 
 async function atomicWrite(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
   try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
+    await writeFileAtomic(file, text, tempName(path.dirname(file)));
   } catch (err) {
-    await rm(tmp, { force: true });
     throw new OcibuildError(`cannot write ${file}: ${(err as Error).message}`, { where: file });
   }
 }

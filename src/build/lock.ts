@@ -3,7 +3,8 @@
  * The lockfile is written atomically, so a failure never leaves a partial one.
  */
 import { createHash } from 'node:crypto';
-import { readFile, rename, writeFile, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { tempName, writeFileAtomic } from '../store/atomic.js';
 import path from 'node:path';
 import { OcibuildError } from '../errors.js';
 import type { ImageSpec, Platform } from '../spec/types.js';
@@ -158,12 +159,9 @@ async function writeIfChanged(target: string, text: string): Promise<boolean> {
   } catch {
     // no previous lock
   }
-  const tmp = `${target}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   try {
-    await writeFile(tmp, text, { flag: 'wx' });
-    await rename(tmp, target);
+    await writeFileAtomic(target, text, tempName(path.dirname(target)));
   } catch (err) {
-    await unlink(tmp).catch(() => {});
     throw new OcibuildError(`cannot write the lockfile: ${(err as Error).message}`, {
       where: target,
       hint: 'check that the directory exists and is writable',

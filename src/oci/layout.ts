@@ -6,7 +6,6 @@
  * an index that names a missing blob and a failed write leaves the old index as it
  * was.
  */
-import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -14,6 +13,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
 import { digestHex, type Store } from '../store/store.js';
+import { writeFileAtomic, tempName } from '../store/atomic.js';
 import {
   canonicalJson,
   descriptorJson,
@@ -330,22 +330,8 @@ export async function makeDirs(path: string): Promise<string | undefined> {
   return first;
 }
 
-/** temp + fsync + rename in the same directory. `tmp` must be in that filesystem. */
-export async function writeFileAtomic(dest: string, data: Uint8Array, tmp: string): Promise<void> {
-  const fh = await open(tmp, 'wx');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, dest);
-}
-
-/** pid + random: concurrent writers never share a temp name; dot-named so tools skip it. */
-export function tempName(dir: string): string {
-  return join(dir, `.ocibuild-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
-}
+// Re-exported: the layout writer's callers and tests use them from here.
+export { writeFileAtomic, tempName } from '../store/atomic.js';
 
 export async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, 'r');

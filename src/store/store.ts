@@ -12,6 +12,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { writeFileAtomic } from './atomic.js';
 import { OcibuildError } from '../errors.js';
 
 export interface BlobInfo {
@@ -162,21 +163,10 @@ export class Store {
   async writeCacheFile(kind: string, key: string, data: Uint8Array): Promise<void> {
     const dest = this.cachePath(kind, key);
     const tmp = await this.tempPath();
-    try {
-      const fh = await open(tmp, 'wx');
-      try {
-        await fh.writeFile(data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await mkdir(dirname(dest), { recursive: true });
-      await rename(tmp, dest);
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      throw err;
-    }
+    await mkdir(dirname(dest), { recursive: true });
+    await writeFileAtomic(dest, data, tmp);
   }
+
 
   async readCacheFile(kind: string, key: string): Promise<Buffer | undefined> {
     try {

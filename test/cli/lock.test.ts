@@ -1,33 +1,14 @@
 // End to end: the real CLI against a signed fixture repository over HTTP.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type TestKey } from '../support/aptrepo.js';
+import { ocibuild } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import type { FixturePackage } from '../support/deb.js';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = path.join(root, 'bin/ocibuild');
-
-interface Run { code: number; stdout: string; stderr: string }
-
-// Async spawn: the fixture server lives in this process and must keep answering.
-function ocibuild(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 const packages: FixturePackage[] = [
   { name: 'app', version: '1.0-1', depends: 'libfoo (>= 1.2), mail-transport-agent | mta-fallback, python3:any' },
