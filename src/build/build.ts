@@ -102,7 +102,7 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
     sde ??= 0;
 
     if (spec.files.length > 0) {
-      const filesEntries = await filesLayerEntries(spec);
+      const filesEntries = await filesLayerEntries(spec, sde);
       const createdBy = `ocibuild files: ${spec.files.map((f) => f.dest).join(' ')}`;
       const key = stepKey('files-v1', { files: await Promise.all(spec.files.map(fileIdentity)), compression, sde, version: VERSION });
       const layer = (await cachedLayer(opts.store, key, createdBy)) ?? (await writeAndCache(opts.store, key, filesEntries, compression, sde, createdBy, opts.signal));
@@ -249,8 +249,11 @@ async function writeAndCache(
   return { layer: storeLayer(store, { ...written, history: { createdBy } }), sde };
 }
 
-/** The files layer: each spec file at its destination, parents created root 0755. */
-async function filesLayerEntries(spec: ImageSpec): Promise<LayerEntry[]> {
+/**
+ * The files layer: each spec file at its destination, parents created root 0755.
+ * Every date is SOURCE_DATE_EPOCH: a checkout's file times must not reach the image.
+ */
+async function filesLayerEntries(spec: ImageSpec, sde: number): Promise<LayerEntry[]> {
   const tree = new Map<string, LayerEntry>();
   for (const f of spec.files) {
     const st = await lstat(f.src).catch((err: NodeJS.ErrnoException) => {
@@ -267,12 +270,12 @@ async function filesLayerEntries(spec: ImageSpec): Promise<LayerEntry[]> {
       mode: f.mode ?? st.mode & 0o7777,
       uid: f.uid ?? 0,
       gid: f.gid ?? 0,
-      mtime: Math.floor(st.mtimeMs / 1000),
+      mtime: sde,
       size: st.size,
       content: () => createReadStream(src),
     });
     for (let p = path.posix.dirname(dest); p !== '.' && p !== '/'; p = path.posix.dirname(p)) {
-      if (!tree.has(p)) tree.set(p, { type: 'directory', path: p, mode: 0o755, uid: 0, gid: 0, mtime: 0 });
+      if (!tree.has(p)) tree.set(p, { type: 'directory', path: p, mode: 0o755, uid: 0, gid: 0, mtime: sde });
     }
   }
   return [...tree.values()];
@@ -283,7 +286,7 @@ async function fileIdentity(f: ImageSpec['files'][number]): Promise<unknown> {
   const hash = createHash('sha256');
   await pipeline(createReadStream(f.src), hash).catch(() => undefined);
   const st = await lstat(f.src).catch(() => undefined);
-  return { dest: f.dest, sha256: hash.digest('hex'), mode: f.mode ?? (st ? st.mode & 0o7777 : 0), uid: f.uid ?? 0, gid: f.gid ?? 0, mtime: st ? Math.floor(st.mtimeMs / 1000) : 0 };
+  return { dest: f.dest, sha256: hash.digest('hex'), mode: f.mode ?? (st ? st.mode & 0o7777 : 0), uid: f.uid ?? 0, gid: f.gid ?? 0 };
 }
 
 async function atomicWrite(file: string, text: string): Promise<void> {

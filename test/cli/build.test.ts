@@ -242,3 +242,31 @@ test('a hostile .deb (path traversal) and a truncated .deb: clear errors naming 
     await srv.close();
   }
 });
+
+test('files: land at their destination with the given mode, dated SOURCE_DATE_EPOCH, in their own layer', async () => {
+  const dir = await specDir('files', spec(server.url, repo.keyringPath, ['hello-data'], [
+    'files:',
+    '  - {src: motd.txt, dest: /etc/motd, mode: "0600"}',
+    '  - {src: tool.sh, dest: /usr/local/bin/tool}',
+  ]));
+  await writeFile(path.join(dir, 'motd.txt'), 'welcome\n');
+  await writeFile(path.join(dir, 'tool.sh'), '#!/bin/sh\necho tool\n', { mode: 0o755 });
+  const build = async (out: string): Promise<string> => {
+    const r = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', `oci:${out}:f`, '--cache-dir', path.join(dir, 'c'), '--source-date-epoch', '1700000000', '-q']);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  const first = await build(path.join(dir, 'l1'));
+  const raw = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci:${dir}/l1:f`])).stdout) as { layers: unknown[] };
+  assert.equal(raw.layers.length, 2, 'the apt layer and the files layer');
+  const bundle = path.join(dir, 'bundle');
+  await run('umoci', ['unpack', '--image', `${dir}/l1:f`, bundle]);
+  const motd = await stat(path.join(bundle, 'rootfs/etc/motd'));
+  assert.equal(motd.mode & 0o7777, 0o600);
+  assert.equal(Math.floor(motd.mtimeMs / 1000), 1700000000);
+  assert.equal((await stat(path.join(bundle, 'rootfs/usr/local/bin/tool'))).mode & 0o777, 0o755);
+  assert.equal(await readFile(path.join(bundle, 'rootfs/etc/motd'), 'utf8'), 'welcome\n');
+  // A touched source file (new mtime, same content) changes nothing.
+  await writeFile(path.join(dir, 'motd.txt'), 'welcome\n');
+  assert.equal(await build(path.join(dir, 'l2')), first);
+});
