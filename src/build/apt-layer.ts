@@ -13,10 +13,11 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { OcibuildError } from '../errors.js';
+import pMap from 'p-map';
 import { readDeb, type DataEntry, type DebControl } from '../deb/deb.js';
 import { conffilesFile, infoName, listFile, statusFile, type InstalledDeb } from '../deb/dpkg-db.js';
 import type { LayerEntry } from '../layer/entry.js';
@@ -71,7 +72,6 @@ export async function buildAptLayerTree(opts: AptLayerOptions): Promise<AptLayer
   const tree = new Map<string, LayerEntry>();
   const linked = opts.mergedUsr ? new Set(mergedUsrDirs(opts.arch)) : new Set<string>();
   let newestMtime = 0;
-  let spooled = 0;
   await mkdir(opts.workDir, { recursive: true });
 
   const dir = (p: string, mtime = 0): void => {
@@ -90,80 +90,31 @@ export async function buildAptLayerTree(opts: AptLayerOptions): Promise<AptLayer
     return linked.has(top) ? `usr/${p}` : p;
   };
 
+  // The .debs are read in parallel (decoding xz is most of the work), then merged
+  // in lock order, so the result is the same as unpacking them one after another.
+  const unpacked = await pMap(opts.debs, (deb, i) => readOne(deb, i, land, linked, opts), {
+    concurrency: Math.max(1, Math.min(4, availableParallelism())),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   const installed: InstalledDeb[] = [];
   const dbFiles: LayerEntry[] = [];
-  for (const deb of opts.debs) {
-    const where = `${deb.package} ${deb.version} (${deb.path})`;
-    const shipped: string[] = [];
-    let control: DebControl | undefined;
-    const conffileSet = new Set<string>();
-    const conffileMd5 = new Map<string, string>();
-
-    await readDeb(
-      deb.path,
-      where,
-      async (entry: DataEntry, body: Readable) => {
-        newestMtime = Math.max(newestMtime, entry.mtime);
-        shipped.push(entry.path);
-        const target = land(entry.path);
-        // The merged-/usr symlink itself, or a package's own copy of it (trixie's base-files).
-        if (linked.has(entry.path) && (entry.type === 'directory' || entry.type === 'symlink')) {
-          body.resume();
-          return;
-        }
-        const common = { path: target, mode: entry.mode & 0o7777, uid: entry.uid, gid: entry.gid, mtime: entry.mtime };
-        switch (entry.type) {
-          case 'directory': {
-            const existing = tree.get(target);
-            // dpkg leaves a directory that is already there as it is.
-            if (!existing || existing.type !== 'directory') tree.set(target, { ...common, type: 'directory' });
-            body.resume();
-            return;
-          }
-          case 'file': {
-            const spool = path.join(opts.workDir, String(spooled++));
-            const md5 = createHash('md5');
-            const isConffile = conffileSet.has(`/${entry.path}`);
-            await pipeline(body, async function* (source: AsyncIterable<Buffer>) {
-              for await (const chunk of source) {
-                if (isConffile) md5.update(chunk);
-                yield chunk;
-              }
-            }, createWriteStream(spool));
-            if (isConffile) conffileMd5.set(`/${entry.path}`, md5.digest('hex'));
-            tree.set(target, { ...common, type: 'file', size: entry.size, content: () => createReadStream(spool) });
-            return;
-          }
-          case 'symlink':
-            tree.set(target, { ...common, type: 'symlink', target: entry.linkname ?? '' });
-            body.resume();
-            return;
-          case 'hardlink':
-            tree.set(target, { ...common, type: 'hardlink', target: land(entry.linkname ?? '') });
-            body.resume();
-            return;
-          default:
-            tree.set(target, { ...common, type: entry.type, devmajor: 0, devminor: 0 });
-            body.resume();
-        }
-      },
-      {
-        ...(opts.signal ? { signal: opts.signal } : {}),
-        control: (c: DebControl) => {
-          control = c;
-          for (const f of c.conffiles) conffileSet.add(f);
-        },
-      },
-    );
-    if (!control) throw new OcibuildError('the package has no control information', { where });
+  for (const one of unpacked) {
+    newestMtime = Math.max(newestMtime, one.newestMtime);
+    for (const entry of one.entries) {
+      const existing = tree.get(entry.path);
+      // dpkg leaves a directory that is already there as it is; anything else replaces.
+      if (entry.type === 'directory' && existing?.type === 'directory') continue;
+      tree.set(entry.path, entry);
+    }
+    const control = one.control;
     const name = infoName(control.fields);
     const info = (suffix: string, text: string | Buffer, mode = 0o644): void => {
       const data = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
       dbFiles.push(bytesEntry(`${DB}/info/${name}.${suffix}`, data, mode));
     };
-    info('list', listFile(shipped));
+    info('list', listFile(one.shipped));
     if (control.md5sums) info('md5sums', control.md5sums);
-    const conffiles = control.conffiles.map((p) => ({ path: p, md5: conffileMd5.get(p) ?? 'newconffile' }));
+    const conffiles = control.conffiles.map((p) => ({ path: p, md5: one.conffileMd5.get(p) ?? 'newconffile' }));
     if (conffiles.length) info('conffiles', conffilesFile(conffiles));
     for (const [script, data] of control.scripts) info(script, data, MAINTAINER_SCRIPTS.has(script) ? 0o755 : 0o644);
     installed.push({ fields: control.fields, conffiles });
@@ -185,6 +136,94 @@ export async function buildAptLayerTree(opts: AptLayerOptions): Promise<AptLayer
     }
   }
   return { entries: [...tree.values()], newestMtime };
+}
+
+interface UnpackedDeb {
+  control: DebControl;
+  /** Layer entries in archive order, at their landing paths. */
+  entries: LayerEntry[];
+  /** The paths as the package ships them, for info/<pkg>.list. */
+  shipped: string[];
+  conffileMd5: Map<string, string>;
+  newestMtime: number;
+}
+
+/** Files up to this size stay in memory until the layer is written; larger ones are spooled to disk. */
+const IN_MEMORY_MAX = 256 * 1024;
+
+async function readOne(
+  deb: DebToUnpack,
+  index: number,
+  land: (p: string) => string,
+  linked: Set<string>,
+  opts: AptLayerOptions,
+): Promise<UnpackedDeb> {
+  const where = `${deb.package} ${deb.version} (${deb.path})`;
+  const entries: LayerEntry[] = [];
+  const shipped: string[] = [];
+  const conffileSet = new Set<string>();
+  const conffileMd5 = new Map<string, string>();
+  let newestMtime = 0;
+  let spooled = 0;
+  const control = await readDeb(
+    deb.path,
+    where,
+    async (entry: DataEntry, body: Readable) => {
+      newestMtime = Math.max(newestMtime, entry.mtime);
+      shipped.push(entry.path);
+      // The merged-/usr symlink itself, or a package's own copy of it (trixie's base-files).
+      if (linked.has(entry.path) && (entry.type === 'directory' || entry.type === 'symlink')) {
+        body.resume();
+        return;
+      }
+      const common = { path: land(entry.path), mode: entry.mode & 0o7777, uid: entry.uid, gid: entry.gid, mtime: entry.mtime };
+      switch (entry.type) {
+        case 'directory':
+          entries.push({ ...common, type: 'directory' });
+          body.resume();
+          return;
+        case 'file': {
+          const md5 = conffileSet.has(`/${entry.path}`) ? createHash('md5') : undefined;
+          if (entry.size <= IN_MEMORY_MAX) {
+            const chunks: Buffer[] = [];
+            for await (const chunk of body as AsyncIterable<Buffer>) chunks.push(chunk);
+            const data = Buffer.concat(chunks);
+            md5?.update(data);
+            entries.push({ ...common, type: 'file', size: entry.size, content: () => Readable.from([data]) });
+          } else {
+            const spool = path.join(opts.workDir, `${index}-${spooled++}`);
+            await pipeline(body, async function* (source: AsyncIterable<Buffer>) {
+              for await (const chunk of source) {
+                md5?.update(chunk);
+                yield chunk;
+              }
+            }, createWriteStream(spool));
+            entries.push({ ...common, type: 'file', size: entry.size, content: () => createReadStream(spool) });
+          }
+          if (md5) conffileMd5.set(`/${entry.path}`, md5.digest('hex'));
+          return;
+        }
+        case 'symlink':
+          entries.push({ ...common, type: 'symlink', target: entry.linkname ?? '' });
+          body.resume();
+          return;
+        case 'hardlink':
+          entries.push({ ...common, type: 'hardlink', target: land(entry.linkname ?? '') });
+          body.resume();
+          return;
+        default:
+          entries.push({ ...common, type: entry.type, devmajor: entry.devmajor ?? 0, devminor: entry.devminor ?? 0 });
+          body.resume();
+      }
+    },
+    {
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      control: (c: DebControl) => {
+        for (const f of c.conffiles) conffileSet.add(f);
+      },
+    },
+  );
+  return { control, entries, shipped, conffileMd5, newestMtime };
 }
 
 function bytesEntry(p: string, data: Buffer, mode = 0o644): LayerEntry {
