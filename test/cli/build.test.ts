@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type TestKey } from '../support/aptrepo.js';
-import { ocibuild } from '../support/cli.js';
+import { ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import type { FixturePackage } from '../support/deb.js';
 import { run } from '../oci/support.js';
@@ -55,22 +55,7 @@ after(async () => {
 });
 
 function spec(url: string, keyring: string, pkgs: string[], extra: string[] = []): string {
-  return [
-    'from: scratch',
-    'apt:',
-    '  sources:',
-    `    - url: ${url}`,
-    '      suites: [stable]',
-    '      components: [main]',
-    `      keyring: ${keyring}`,
-    `  packages: [${pkgs.join(', ')}]`,
-    '  install: unpack',
-    'config:',
-    '  entrypoint: [/bin/busybox]',
-    '  cmd: [echo, hello from an ocibuild image]',
-    ...extra,
-    '',
-  ].join('\n');
+  return scratchSpec(url, keyring, pkgs, ['config:', '  entrypoint: [/bin/busybox]', '  cmd: [echo, hello from an ocibuild image]', ...extra]);
 }
 
 async function specDir(name: string, body: string): Promise<string> {

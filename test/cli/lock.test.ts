@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type TestKey } from '../support/aptrepo.js';
-import { ocibuild } from '../support/cli.js';
+import { ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import type { FixturePackage } from '../support/deb.js';
 
@@ -45,18 +45,7 @@ async function specDir(name: string, body: string): Promise<string> {
 }
 
 function specFor(url: string, keyring: string, pkgs: string[], extra = ''): string {
-  return [
-    'from: scratch',
-    'apt:',
-    '  sources:',
-    `    - url: ${url}`,
-    '      suites: [stable]',
-    '      components: [main]',
-    `      keyring: ${keyring}`,
-    `  packages: [${pkgs.join(', ')}]`,
-    '  install: unpack',
-    extra,
-  ].join('\n');
+  return scratchSpec(url, keyring, pkgs, extra ? [extra] : []);
 }
 
 function lockPackages(text: string): string[] {

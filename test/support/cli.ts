@@ -20,3 +20,20 @@ export function ocibuild(args: string[], env: NodeJS.ProcessEnv = {}): Promise<C
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }
+
+/** An image.yaml for `from: scratch` + `install: unpack` against one fixture repository. */
+export function scratchSpec(url: string, keyring: string, packages: string[], extra: string[] = []): string {
+  return [
+    'from: scratch',
+    'apt:',
+    '  sources:',
+    `    - url: ${url}`,
+    '      suites: [stable]',
+    '      components: [main]',
+    `      keyring: ${keyring}`,
+    `  packages: [${packages.join(', ')}]`,
+    '  install: unpack',
+    ...extra,
+    '',
+  ].join('\n');
+}
