@@ -2,6 +2,11 @@ import { Command, CommanderError } from 'commander';
 import { OcibuildError, EXIT_FAILURE, EXIT_USAGE } from '../errors.js';
 import { VERSION } from '../version.js';
 
+/** Commander: a repeatable option collected into a list. */
+function appendValue(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 /** Runs the ocibuild command line and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   // Ctrl-C aborts downloads through the AbortSignal; writes are atomic, so nothing half-written stays.
@@ -57,6 +62,39 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .action(async (opts) => {
       const { buildCommand } = await import('./build.js');
       await buildCommand({ ...opts, signal });
+    });
+
+  program
+    .command('pull')
+    .description('download an image from a registry into an OCI layout or archive')
+    .argument('<reference>', 'e.g. registry.example.com/team/base:1.0 or name@sha256:…')
+    .requiredOption('-o, --output <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]')
+    .option('--platform <platform>', 'the platform to pick from a multi-platform image (default: this host\'s, linux/…)')
+    .option('--digest-file <file>', 'write the pulled manifest digest to this file')
+    .option('--cache-dir <dir>', 'the store (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
+    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost always is)', appendValue, [])
+    .option('--username <name>', 'registry user (the password comes from --password-stdin)')
+    .option('--password-stdin', 'read the registry password or token from standard input')
+    .option('-q, --quiet', 'print errors and warnings only')
+    .action(async (reference: string, opts) => {
+      const { pullCommand } = await import('./registry.js');
+      await pullCommand(reference, { ...opts, signal });
+    });
+
+  program
+    .command('push')
+    .description('upload an image from an OCI layout to one or more registry references')
+    .argument('<source>', 'oci:DIR[:TAG]')
+    .argument('<references>', 'REF[,REF2…], e.g. registry.example.com/team/app:1.0')
+    .option('--digest-file <file>', 'write the pushed manifest (or index) digest to this file')
+    .option('--metadata-file <file>', 'write a JSON summary: references, digests, layers')
+    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost always is)', appendValue, [])
+    .option('--username <name>', 'registry user (the password comes from --password-stdin)')
+    .option('--password-stdin', 'read the registry password or token from standard input')
+    .option('-q, --quiet', 'print errors and warnings only')
+    .action(async (source: string, references: string, opts) => {
+      const { pushCommand } = await import('./registry.js');
+      await pushCommand(source, references, { ...opts, signal });
     });
 
   program

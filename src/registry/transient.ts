@@ -1,0 +1,63 @@
+/**
+ * Which failures are worth another attempt against a registry: broken connections,
+ * bodies cut short, and statuses that say "later" (408, 429, 5xx).
+ */
+import { OcibuildError } from '../errors.js';
+
+const TRANSIENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+]);
+
+/** A failure worth replaying: the connection broke, or a body arrived cut short. */
+export function isTransientError(err: unknown): boolean {
+  if (err instanceof TruncatedBodyError || err instanceof TransientStatusError) return true;
+  if (err instanceof OcibuildError) return false;
+  const code = errorCode(err);
+  return code !== undefined && TRANSIENT_CODES.has(code);
+}
+
+/** A response body shorter than its Content-Length (or its descriptor's size). */
+export class TruncatedBodyError extends Error {}
+
+/** A 408/429/5xx answer where the caller cannot simply return the response (pings, sequences). */
+export class TransientStatusError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly retryAfter?: string,
+  ) {
+    super(message);
+  }
+}
+
+export function errorCode(err: unknown, depth = 0): string | undefined {
+  if (depth > 4 || typeof err !== 'object' || err === null) return undefined;
+  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof e.code === 'string') return e.code;
+  if (Array.isArray(e.errors)) {
+    for (const inner of e.errors) {
+      const c = errorCode(inner, depth + 1);
+      if (c) return c;
+    }
+  }
+  return errorCode(e.cause, depth + 1);
+}
+
+export function isAbortError(err: unknown): boolean {
+  const name = (err as { name?: unknown } | null)?.name;
+  return name === 'AbortError' || errorCode(err) === 'UND_ERR_ABORTED' || errorCode(err) === 'ABORT_ERR';
+}

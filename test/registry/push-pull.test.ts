@@ -1,0 +1,271 @@
+// Pull and push against Debian's real docker-registry (anonymous, htpasswd, token
+// auth), judged by skopeo, and through a fault-injecting proxy.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { OcibuildError } from '../../src/errors.js';
+import { readLayoutImage } from '../../src/oci/read-layout.js';
+import { writeLayout } from '../../src/oci/layout.js';
+import { pullImage } from '../../src/registry/pull.js';
+import { pushImage } from '../../src/registry/push.js';
+import { parseReference } from '../../src/registry/reference.js';
+import { Store } from '../../src/store/store.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
+import { startRegistry, writeTinyImage, type TestRegistry } from '../support/registry.js';
+import { scratchDirs } from '../support/scratch.js';
+import { CLI } from '../support/cli.js';
+
+const freshDir = await scratchDirs('registry-client');
+const registries: TestRegistry[] = [];
+after(async () => {
+  await Promise.all(registries.map((r) => r.stop()));
+});
+
+async function registry(opts: Parameters<typeof startRegistry>[0] = {}): Promise<TestRegistry> {
+  const r = await startRegistry(opts);
+  registries.push(r);
+  return r;
+}
+
+/** A credentials-free environment: no docker or podman config of this machine is read. */
+async function isolatedCredentials(): Promise<{ env: NodeJS.ProcessEnv; homeDir: string }> {
+  const home = await freshDir('home');
+  return { env: { HOME: home, DOCKER_CONFIG: join(home, '.docker'), XDG_RUNTIME_DIR: join(home, 'run') }, homeDir: home };
+}
+
+interface Run { code: number; stdout: string; stderr: string }
+function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> {
+  return new Promise((ok, fail) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...(opts.env ?? {}) }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', fail);
+    child.on('close', (code) => ok({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+const ocibuild = (args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> => run(process.execPath, [CLI, ...args], opts);
+
+async function skopeoDigest(ref: string, extra: string[] = []): Promise<string> {
+  const r = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', ...extra, `docker://${ref}`]);
+  assert.equal(r.code, 0, r.stderr);
+  return `sha256:${createHash('sha256').update(r.stdout).digest('hex')}`;
+}
+
+test('push an OCI layout anonymously: skopeo sees the same digest; a re-push uploads nothing; pull gives it back byte for byte', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny'), { tag: 'v1' });
+  const target = await readLayoutImage(tiny.dir, 'v1');
+  const ref = parseReference(`${reg.host}/team/app:1.0`);
+  const first = await pushImage(target, [ref], { credentialOptions: creds });
+  assert.equal(first[0]?.digest, tiny.manifestDigest);
+  assert.equal(first[0]?.blobs.uploaded, 2);
+  assert.equal(await skopeoDigest(`${reg.host}/team/app:1.0`), tiny.manifestDigest);
+
+  const again = await pushImage(target, [ref], { credentialOptions: creds });
+  assert.deepEqual(again[0]?.blobs, { uploaded: 0, mounted: 0, existing: 2, bytesUploaded: 0 });
+
+  // Pull into an empty store and write a layout: every blob identical to the source's.
+  const store = new Store(await freshDir('store'));
+  const pulled = await pullImage(ref, { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds });
+  assert.equal(pulled.digest, tiny.manifestDigest);
+  assert.equal(pulled.layers[0]?.digest, tiny.layerDigest);
+  const out = await freshDir('pulled');
+  await writeLayout(out, pulled, { store, tag: 'copy' });
+  for (const [digest, bytes] of tiny.blobs) {
+    assert.deepEqual(await readFile(join(out, 'blobs', 'sha256', digest.slice(7))), bytes, digest);
+  }
+  // skopeo copies the registry image to a layout with the same manifest digest.
+  const viaSkopeo = await freshDir('skopeo');
+  const copy = await run('skopeo', ['--insecure-policy', 'copy', '--src-tls-verify=false', `docker://${reg.host}/team/app:1.0`, `oci:${viaSkopeo}:x`]);
+  assert.equal(copy.code, 0, copy.stderr);
+  const idx = JSON.parse(await readFile(join(viaSkopeo, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+  assert.equal(idx.manifests[0]?.digest, tiny.manifestDigest);
+});
+
+test('a blob larger than one PUT goes up in PATCH chunks; cross-repository mount for a second repository', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  // Incompressible content: the gzip layer stays above the monolithic limit (16 MiB).
+  const big = await writeTinyImage(await freshDir('big'), { tag: 'big', content: randomBytes(18 * 1024 * 1024).toString('latin1') });
+  const target = await readLayoutImage(big.dir, 'big');
+  assert.ok((target.images[0]?.layers[0]?.size ?? 0) > 16 * 1024 * 1024);
+  const [pushed] = await pushImage(target, [parseReference(`${reg.host}/a/big:1`)], { credentialOptions: creds });
+  assert.equal(pushed?.blobs.uploaded, 2);
+  assert.equal(await skopeoDigest(`${reg.host}/a/big:1`), big.manifestDigest);
+  assert.match(reg.logs(), /PATCH/);
+
+  const mountSources = new Map([[big.layerDigest, { registry: reg.host, repository: 'a/big' }]]);
+  const [second] = await pushImage(target, [parseReference(`${reg.host}/b/other:1`)], { credentialOptions: creds, mountSources });
+  assert.deepEqual(second?.blobs, { uploaded: 1, mounted: 1, existing: 0, bytesUploaded: target.images[0]!.config.descriptor.size });
+  assert.equal(await skopeoDigest(`${reg.host}/b/other:1`), big.manifestDigest);
+});
+
+test('htpasswd registry: no credentials is a clear 401 error; docker config.json credentials and --password-stdin work', async () => {
+  const reg = await registry({ auth: 'htpasswd' });
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-basic'), { tag: 'v1' });
+  const target = await readLayoutImage(tiny.dir, 'v1');
+  const ref = parseReference(`${reg.host}/private/app:1`);
+  await assert.rejects(pushImage(target, [ref], { credentialOptions: creds, retries: 0 }), (err: unknown) => {
+    assert.ok(err instanceof OcibuildError);
+    assert.match(err.message, /HTTP 401/);
+    assert.match(err.hint ?? '', /login|--username/);
+    return true;
+  });
+
+  await mkdir(join(creds.homeDir, '.docker'), { recursive: true });
+  const auth = Buffer.from(`${reg.username}:${reg.password}`).toString('base64');
+  await writeFile(join(creds.homeDir, '.docker', 'config.json'), JSON.stringify({ auths: { [reg.host]: { auth } } }));
+  const [pushed] = await pushImage(target, [ref], { credentialOptions: creds });
+  assert.equal(pushed?.digest, tiny.manifestDigest);
+
+  // The CLI with --username/--password-stdin and no config file; --metadata-file written.
+  const other = await isolatedCredentials();
+  const meta = join(await freshDir('meta'), 'push.json');
+  const r = await ocibuild(['push', `oci:${tiny.dir}:v1`, `${reg.host}/private/cli:1,${reg.host}/private/cli:latest`, '--username', reg.username!, '--password-stdin', '--metadata-file', meta], {
+    env: other.env,
+    input: `${reg.password}\n`,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), tiny.manifestDigest);
+  assert.ok(!r.stderr.includes(reg.password!), 'the password is never printed');
+  const doc = JSON.parse(await readFile(meta, 'utf8')) as { references: string[]; digest: string; images: Array<{ layers: Array<{ digest: string }> }> };
+  assert.deepEqual(doc.references, [`${reg.host}/private/cli:1`, `${reg.host}/private/cli:latest`]);
+  assert.equal(doc.digest, tiny.manifestDigest);
+  assert.equal(doc.images[0]?.layers[0]?.digest, tiny.layerDigest);
+
+  const wrong = await ocibuild(['push', `oci:${tiny.dir}:v1`, `${reg.host}/private/cli:2`, '--username', reg.username!, '--password-stdin'], { env: other.env, input: 'nope\n' });
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stderr, /HTTP 401/);
+  assert.doesNotMatch(wrong.stderr, /internal error/);
+});
+
+test('token registry: push with the token server, scopes asked for; anonymous pull refused with a hint', async () => {
+  const reg = await registry({ auth: 'token' });
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-token'), { tag: 'v1' });
+  const target = await readLayoutImage(tiny.dir, 'v1');
+  const ref = parseReference(`${reg.host}/tok/app:1`);
+  const credential = { kind: 'basic' as const, username: reg.username!, password: reg.password! };
+  const [pushed] = await pushImage(target, [ref], { credential });
+  assert.equal(pushed?.digest, tiny.manifestDigest);
+  const scopes = reg.tokenServer!.requests.flatMap((q) => q.scopes);
+  assert.ok(scopes.includes('repository:tok/app:pull,push'), scopes.join(' '));
+  assert.ok(reg.tokenServer!.requests.every((q) => q.auth === 'basic'));
+
+  // One token for the whole push: the cache keeps it per scope set.
+  const tokenGets = reg.tokenServer!.requests.length;
+  assert.ok(tokenGets <= 2, `token requests: ${tokenGets}`);
+
+  const store = new Store(await freshDir('store-token'));
+  await assert.rejects(pullImage(ref, { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds, retries: 0 }), (err: unknown) => {
+    assert.ok(err instanceof OcibuildError);
+    assert.match(err.format(), /token server refused|HTTP 401/);
+    return true;
+  });
+  const pulled = await pullImage(ref, { store, platform: { os: 'linux', architecture: 'amd64' }, credential });
+  assert.equal(pulled.digest, tiny.manifestDigest);
+});
+
+test('identity token (docker login to an OAuth registry) is traded by the refresh grant', async () => {
+  const reg = await registry({ auth: 'token' });
+  const tiny = await writeTinyImage(await freshDir('tiny-id'), { tag: 'v1' });
+  const target = await readLayoutImage(tiny.dir, 'v1');
+  const token = reg.tokenServer!.issueRefreshToken(reg.username!);
+  const [pushed] = await pushImage(target, [parseReference(`${reg.host}/id/app:1`)], { credential: { kind: 'identity-token', token } });
+  assert.equal(pushed?.digest, tiny.manifestDigest);
+  assert.ok(reg.tokenServer!.requests.some((q) => q.auth === 'refresh-grant' && q.status === 200));
+});
+
+test('through a faulty proxy a push completes with the right digest, and a pull never stores a corrupt blob', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const proxy = await startFaultProxy({
+    upstream: reg.url,
+    schedule: {
+      seed: 'push-1',
+      rate: 0.35,
+      faults: [{ kind: 'status', status: 503 }, { kind: 'status', status: 429, retryAfter: 0 }, { kind: 'drop-request' }, { kind: 'drop-response' }, { kind: 'status', status: 500 }],
+    },
+  });
+  try {
+    const big = await writeTinyImage(await freshDir('faulty'), { tag: 'x', content: randomBytes(3 * 1024 * 1024).toString('latin1') });
+    const target = await readLayoutImage(big.dir, 'x');
+    const ref = parseReference(`${proxy.host}/faulty/app:1`);
+    const [pushed] = await pushImage(target, [ref], { credentialOptions: creds, backoffMs: 5, retries: 8, sequenceRetries: 8 });
+    assert.equal(pushed?.digest, big.manifestDigest);
+    assert.ok(proxy.injected.length > 0, 'the proxy injected faults');
+    assert.equal(await skopeoDigest(`${reg.host}/faulty/app:1`), big.manifestDigest);
+
+    // Pull: bodies cut short under a full Content-Length, then dropped connections.
+    proxy.setSchedule(null);
+    proxy.addRule({ match: { method: 'GET', path: '/blobs/' }, fault: { kind: 'truncate' }, times: 2 });
+    proxy.addRule({ match: { method: 'GET', path: '/blobs/' }, fault: { kind: 'drop-response' }, skip: 2, times: 1 });
+    const store = new Store(await freshDir('store-faulty'));
+    const pulled = await pullImage(ref, { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds, backoffMs: 5 });
+    assert.equal(pulled.digest, big.manifestDigest);
+    const layer = await readFile(store.blobPath(big.layerDigest));
+    assert.equal(`sha256:${createHash('sha256').update(layer).digest('hex')}`, big.layerDigest);
+    assert.ok(proxy.counts().truncate >= 1);
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('a registry that keeps sending a wrong blob: the pull fails naming the blob and nothing enters the store', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-bad'), { tag: 'v1' });
+  const ref = parseReference(`${reg.host}/bad/app:1`);
+  await pushImage(await readLayoutImage(tiny.dir, 'v1'), [ref], { credentialOptions: creds });
+  // Corrupt the registry's copy of the layer (same size, other bytes).
+  const { readdir } = await import('node:fs/promises');
+  const hex = tiny.layerDigest.slice(7);
+  const dataPath = join(reg.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+  const orig = await readFile(dataPath);
+  const bad = Buffer.from(orig);
+  bad[bad.length - 5] = (bad[bad.length - 5] ?? 0) ^ 0xff;
+  await writeFile(dataPath, bad);
+  const storeDir = await freshDir('store-bad');
+  const store = new Store(storeDir);
+  await assert.rejects(pullImage(ref, { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds }), (err: unknown) => {
+    assert.ok(err instanceof OcibuildError);
+    assert.match(err.message, new RegExp(`sha256 mismatch|${tiny.layerDigest}`));
+    return true;
+  });
+  assert.equal(await store.has(tiny.layerDigest), false);
+  const tmp = await readdir(join(storeDir, 'tmp')).catch(() => []);
+  assert.deepEqual(tmp, []);
+});
+
+test('ocibuild pull writes an OCI layout; an unknown tag and a wrong platform are clear errors', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-cli'), { tag: 'v1' });
+  await pushImage(await readLayoutImage(tiny.dir, 'v1'), [parseReference(`${reg.host}/cli/app:1`)], { credentialOptions: creds });
+  const cache = await freshDir('cache-cli');
+  const out = await freshDir('out-cli');
+  const ok = await ocibuild(['pull', `${reg.host}/cli/app:1`, '-o', `oci:${out}:mine`, '--cache-dir', cache, '--platform', 'linux/amd64', '-q'], { env: creds.env });
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout.trim(), tiny.manifestDigest);
+  const layout = await readLayoutImage(out, 'mine');
+  assert.equal(layout.images[0]?.manifest.descriptor.digest, tiny.manifestDigest);
+
+  const missing = await ocibuild(['pull', `${reg.host}/cli/app:nope`, '-o', `oci:${await freshDir('o2')}`, '--cache-dir', cache], { env: creds.env });
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /manifest not found/);
+  const arm = await ocibuild(['pull', `${reg.host}/cli/app:1`, '-o', `oci:${await freshDir('o3')}`, '--cache-dir', cache, '--platform', 'linux/arm64'], { env: creds.env });
+  assert.equal(arm.code, 1);
+  assert.match(arm.stderr, /linux\/amd64, not linux\/arm64/);
+  const refused = await ocibuild(['pull', `127.0.0.1:1/x:1`, '-o', `oci:${await freshDir('o4')}`, '--cache-dir', cache], { env: { ...creds.env } });
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /cannot reach the registry/);
+});
