@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { OcibuildError } from '../../src/errors.js';
 import { readLayoutImage } from '../../src/oci/read-layout.js';
@@ -268,4 +270,115 @@ test('ocibuild pull writes an OCI layout; an unknown tag and a wrong platform ar
   const refused = await ocibuild(['pull', `127.0.0.1:1/x:1`, '-o', `oci:${await freshDir('o4')}`, '--cache-dir', cache], { env: { ...creds.env } });
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /cannot reach the registry/);
+});
+
+test('an interrupted push, run again, uploads only what is missing', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const proxy = await startFaultProxy({ upstream: reg.url });
+  try {
+    const tiny = await writeTinyImage(await freshDir('tiny-int'), { tag: 'v1', content: 'interrupted\n' });
+    const target = await readLayoutImage(tiny.dir, 'v1');
+    const ref = parseReference(`${proxy.host}/int/app:1`);
+    // The manifest PUT is refused for good (not a status worth retrying): the push stops after the blobs.
+    proxy.addRule({ match: { method: 'PUT', path: '/manifests/' }, fault: { kind: 'status', status: 400, body: '{"errors":[{"code":"MANIFEST_INVALID","message":"injected"}]}' } });
+    await assert.rejects(pushImage(target, [ref], { credentialOptions: creds }), /HTTP 400 \(MANIFEST_INVALID: injected\)/);
+    const [again] = await pushImage(target, [ref], { credentialOptions: creds });
+    assert.deepEqual(again?.blobs, { uploaded: 0, mounted: 0, existing: 2, bytesUploaded: 0 });
+    assert.equal(await skopeoDigest(`${reg.host}/int/app:1`), tiny.manifestDigest);
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('blob downloads redirected to another host get no credentials', async () => {
+  const reg = await registry({ auth: 'htpasswd' });
+  const credential = { kind: 'basic' as const, username: reg.username!, password: reg.password! };
+  const tiny = await writeTinyImage(await freshDir('tiny-redirect'), { tag: 'v1' });
+  await pushImage(await readLayoutImage(tiny.dir, 'v1'), [parseReference(`${reg.host}/r/app:1`)], { credential });
+
+  // "Object storage" on another origin (localhost vs 127.0.0.1), serving the blobs.
+  const storageSeen: Array<string | undefined> = [];
+  const storage = createServer((req, res) => {
+    storageSeen.push(req.headers.authorization);
+    const bytes = tiny.blobs.get(decodeURIComponent(req.url!.slice(1)));
+    res.writeHead(bytes ? 200 : 404, { 'content-length': String(bytes?.length ?? 0) }).end(bytes ?? '');
+  });
+  await new Promise<void>((ok) => storage.listen(0, '127.0.0.1', ok));
+  const storagePort = (storage.address() as AddressInfo).port;
+  // The registry front: blob GETs answered 307 to storage, the rest forwarded.
+  const front = createServer(async (req, res) => {
+    const m = /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(req.url ?? '');
+    if (req.method === 'GET' && m) {
+      res.writeHead(307, { location: `http://localhost:${storagePort}/${encodeURIComponent(m[1]!)}` }).end();
+      return;
+    }
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host') headers[k] = v;
+    const up = await fetch(`${reg.url}${req.url}`, { method: req.method, headers, redirect: 'manual' });
+    const out: Record<string, string> = {};
+    up.headers.forEach((v, k) => {
+      if (k !== 'content-length' && k !== 'transfer-encoding' && k !== 'connection') out[k] = v;
+    });
+    res.writeHead(up.status, out).end(Buffer.from(await up.arrayBuffer()));
+  });
+  await new Promise<void>((ok) => front.listen(0, '127.0.0.1', ok));
+  try {
+    const host = `127.0.0.1:${(front.address() as AddressInfo).port}`;
+    const store = new Store(await freshDir('store-redirect'));
+    const pulled = await pullImage(parseReference(`${host}/r/app:1`), { store, platform: { os: 'linux', architecture: 'amd64' }, credential });
+    assert.equal(pulled.digest, tiny.manifestDigest);
+    assert.ok(storageSeen.length >= 2, `storage served ${storageSeen.length} blobs`);
+    assert.deepEqual(storageSeen.filter((a) => a !== undefined), [], 'no Authorization header reached the other host');
+  } finally {
+    front.close();
+    storage.close();
+  }
+});
+
+test('a multi-platform index: pushed after its manifests, each platform pulled by os/arch', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const amd = await readLayoutImage((await writeTinyImage(await freshDir('amd'), { tag: 'a', content: 'amd64\n' })).dir, 'a');
+  const armLayout = await writeTinyImage(await freshDir('arm'), { tag: 'b', content: 'arm64\n' });
+  // Rewrite the second image's config as arm64 (a new config and manifest).
+  const arm = await readLayoutImage(armLayout.dir, 'b');
+  const armImage = arm.images[0]!;
+  const cfg = JSON.parse(armImage.config.bytes.toString()) as Record<string, unknown>;
+  cfg.architecture = 'arm64';
+  const cfgBytes = Buffer.from(JSON.stringify(cfg));
+  const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+  const man = JSON.parse(armImage.manifest.bytes.toString()) as { config: { digest: string; size: number } };
+  man.config = { ...man.config, digest: sha(cfgBytes), size: cfgBytes.length };
+  const manBytes = Buffer.from(JSON.stringify(man));
+  const armBuilt = {
+    config: { descriptor: { ...armImage.config.descriptor, digest: sha(cfgBytes), size: cfgBytes.length }, bytes: cfgBytes },
+    manifest: { descriptor: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha(manBytes), size: manBytes.length }, bytes: manBytes },
+    layers: armImage.layers,
+  };
+  const amdImage = amd.images[0]!;
+  const indexBytes = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [
+      { ...amdImage.manifest.descriptor, platform: { os: 'linux', architecture: 'amd64' } },
+      { ...armBuilt.manifest.descriptor, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+    ],
+  }));
+  const index = { descriptor: { mediaType: 'application/vnd.oci.image.index.v1+json', digest: sha(indexBytes), size: indexBytes.length }, bytes: indexBytes };
+  const ref = parseReference(`${reg.host}/multi/app:1`);
+  const [pushed] = await pushImage({ images: [amdImage, armBuilt], index }, [ref], { credentialOptions: creds });
+  assert.equal(pushed?.digest, index.descriptor.digest);
+  assert.equal(await skopeoDigest(`${reg.host}/multi/app:1`), index.descriptor.digest);
+
+  const store = new Store(await freshDir('store-multi'));
+  const a = await pullImage(ref, { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds });
+  assert.equal(a.digest, amdImage.manifest.descriptor.digest);
+  const b = await pullImage(ref, { store, platform: { os: 'linux', architecture: 'arm64' }, credentialOptions: creds });
+  assert.equal(b.digest, armBuilt.manifest.descriptor.digest);
+  await assert.rejects(pullImage(ref, { store, platform: { os: 'linux', architecture: 's390x' }, credentialOptions: creds }), (err: unknown) => {
+    assert.ok(err instanceof OcibuildError);
+    assert.match(err.format(), /no image for linux\/s390x[\s\S]*it has: linux\/amd64, linux\/arm64\/v8/);
+    return true;
+  });
 });
