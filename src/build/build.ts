@@ -1,6 +1,7 @@
 /**
- * `ocibuild build`: spec + lockfile → .debs in the store → apt layer and files layer
- * (deterministic tarballs) → OCI config and manifest → the requested output.
+ * `ocibuild build`: spec + lockfiles → .debs in the store → apt layer and files layer
+ * (deterministic tarballs) → OCI config and manifest per platform (and an image index
+ * over them when there are several) → the requested output.
  *
  * Every layer is cached in the store under a key made of everything that decides
  * its bytes (the locked .debs' digests, options, SOURCE_DATE_EPOCH, compression), so
@@ -12,21 +13,43 @@ import { tempName, writeFileAtomic } from '../store/atomic.js';
 import { pipeline } from 'node:stream/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
-import { OcibuildError, EXIT_USAGE } from '../errors.js';
+import { OcibuildError, EXIT_USAGE, usageError } from '../errors.js';
 import type { ImageSpec, Platform } from '../spec/types.js';
-import { debianArch, formatPlatform } from '../spec/platform.js';
+import { debianArch, formatPlatform, samePlatform } from '../spec/platform.js';
+import { annotationProblem, revisionProblem, sourceProblem } from '../spec/annotations.js';
 import type { Store } from '../store/store.js';
 import { parseLockfile, inputsDigest, type LockEntry } from '../apt/lockfile.js';
-import { fetchDebs, type ProgressEvent } from '../store/fetch-debs.js';
+import { fetchDebs, type FetchedDeb, type ProgressEvent } from '../store/fetch-debs.js';
 import { writeLayer } from '../layer/write-layer.js';
 import type { LayerEntry } from '../layer/entry.js';
-import { buildImage, storeLayer, rfc3339Seconds, type Layer } from '../oci/image.js';
-import { parseOutput, writeOutput } from '../oci/output.js';
+import { buildImage, storeLayer, type ImageConfigInput, type Layer } from '../oci/image.js';
+import { buildIndex, topDescriptor, type BuiltArtifact } from '../oci/index.js';
+import { imageAnnotations } from '../oci/annotations.js';
+import { indexOutputError, indexUnsupported, parseOutput, writeOutput } from '../oci/output.js';
 import { buildAptLayerTree } from './apt-layer.js';
-import { lockImage, lockfilePath, lockInputs } from './lock.js';
+import { gitRevision, gitSourceUrl } from './git.js';
+import { checkLockfilePaths, lockImage, lockfilePath, lockInputs } from './lock.js';
 import { VERSION } from '../version.js';
 
 export type Compression = 'gzip' | 'zstd';
+
+/**
+ * What a build reports while it works; the CLI's progress display is one. Every
+ * method is optional to call in any order the build needs: downloads come in
+ * batches (one per platform), each layer written is a phase.
+ */
+export interface BuildReporter {
+  /** A download batch: how many .debs the lock holds, their total size, and for which platform when there are several. */
+  beginDownloads(count: number, bytes: number, label?: string): void;
+  download(ev: ProgressEvent): void;
+  endDownloads(): void;
+  /** A layer is being written; `totalBytes` is the size of the file contents going into it. */
+  phase(label: string, totalBytes?: number): void;
+  /** Bytes of the layer blob (compressed, as stored) written so far in this phase. */
+  phaseBytes(bytes: number): void;
+  /** The layer is written; `detail` says what came out (its digest). A failed write is never ended. */
+  endPhase(detail?: string): void;
+}
 
 export interface BuildOptions {
   store: Store;
@@ -39,106 +62,180 @@ export interface BuildOptions {
   sourceDateEpoch?: number;
   /** Link bin, sbin, lib* into usr/ as debootstrap does (default true). */
   mergedUsr?: boolean;
+  /** Gets the digest the output names: the manifest's, or the image index's. */
   digestFile?: string;
-  platform?: Platform;
+  /**
+   * The platforms to build (default: the spec's). One gives an image manifest, as
+   * always; several give an image index over one image per platform.
+   */
+  platforms?: Platform[];
+  /** Manifest annotations on top of the spec's `annotations:` (same keys: these win). */
+  annotations?: Record<string, string>;
+  /** org.opencontainers.image.source: a URL, or 'git' for the spec checkout's origin remote. */
+  source?: string;
+  /** org.opencontainers.image.revision: an identifier, or 'git' for the spec checkout's HEAD. */
+  revision?: string;
   insecureNoVerify?: boolean;
   ignoreValidUntil?: boolean;
   log?: (line: string) => void;
-  onProgress?: (ev: ProgressEvent) => void;
+  progress?: BuildReporter;
   signal?: AbortSignal;
 }
 
-export interface BuildResult {
+export interface BuiltPlatformImage {
+  platform: Platform;
   manifestDigest: string;
   configDigest: string;
   layers: Array<{ digest: string; size: number; createdBy: string }>;
 }
 
+export interface BuildResult {
+  /** What the output names at its top level: the manifest (one platform) or the image index. */
+  digest: string;
+  mediaType: string;
+  /** One per platform, in the order built (the index's order). */
+  images: BuiltPlatformImage[];
+}
+
+const SILENT: BuildReporter = {
+  beginDownloads: () => {},
+  download: () => {},
+  endDownloads: () => {},
+  phase: () => {},
+  phaseBytes: () => {},
+  endPhase: () => {},
+};
+
+/** The layers one platform contributes before the shared ones, and its default date. */
+interface PlatformPart {
+  platform: Platform;
+  layers: Layer[];
+  /** SOURCE_DATE_EPOCH this platform's packages suggest (their newest file), if any. */
+  sde?: number;
+}
+
 export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promise<BuildResult> {
   const log = opts.log ?? (() => {});
+  const progress = opts.progress ?? SILENT;
   const output = parseOutput(opts.output);
   checkSupported(spec);
-  const platform = opts.platform ?? pickPlatform(spec);
-  const arch = debianArch(platform);
+  const platforms = buildPlatforms(spec, opts.platforms);
+  // Refused before any work: a long build must not end in "this output cannot hold it".
+  if (platforms.length > 1 && indexUnsupported(output) !== undefined) throw indexOutputError(output, platforms.length);
+  const userAnnotations = await resolveAnnotations(spec, opts);
   const compression = opts.compression ?? 'gzip';
+  const explicitSde = opts.sourceDateEpoch ?? envEpoch();
 
-  // The lock: used as it is when fresh; created or updated unless --locked.
-  const entries = spec.apt && spec.apt.packages.length > 0 ? await lockEntries(spec, platform, opts) : [];
+  // Every platform's lock first: a missing or stale one fails before anything is fetched.
+  const locks = spec.apt && spec.apt.packages.length > 0 ? await lockEntries(spec, platforms, opts) : platforms.map(() => []);
 
   // Scratch space next to the store's blobs (same filesystem), removed at the end.
   await mkdir(path.join(opts.store.root, 'tmp'), { recursive: true });
   const workDir = await mkdtemp(path.join(opts.store.root, 'tmp', 'build-'));
   try {
-    const layers: Layer[] = [];
-    let sde = opts.sourceDateEpoch ?? envEpoch();
-
-    if (entries.length > 0) {
-      const debs = await fetchDebs(entries, {
-        store: opts.store,
-        ...(opts.signal ? { signal: opts.signal } : {}),
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-      });
+    const parts: PlatformPart[] = [];
+    for (const [i, platform] of platforms.entries()) {
+      const entries = locks[i] ?? [];
+      const part: PlatformPart = { platform, layers: [] };
+      parts.push(part);
+      if (entries.length === 0) continue;
+      const suffix = platforms.length > 1 ? ` for ${formatPlatform(platform)}` : '';
+      const arch = debianArch(platform);
+      progress.beginDownloads(entries.length, entries.reduce((n, e) => n + e.size, 0), platforms.length > 1 ? formatPlatform(platform) : undefined);
+      let debs: Map<string, FetchedDeb>;
+      try {
+        debs = await fetchDebs(entries, {
+          store: opts.store,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          onProgress: (ev) => progress.download(ev),
+        });
+      } finally {
+        progress.endDownloads();
+      }
       const mergedUsr = opts.mergedUsr ?? true;
-      const names = entries.map((e) => e.package);
       const createdBy = `ocibuild apt install (unpack): ${spec.apt!.packages.map((p) => p.name).join(' ')} (${entries.length} packages)`;
-      const key = stepKey('apt-unpack-v1', { debs: entries.map((e) => e.sha256), arch, mergedUsr, compression, sde: sde ?? null, version: VERSION });
+      const key = stepKey('apt-unpack-v1', { debs: entries.map((e) => e.sha256), arch, mergedUsr, compression, sde: explicitSde ?? null, version: VERSION });
+      const label = `apt layer${suffix}`;
       let layer = await cachedLayer(opts.store, key, createdBy);
-      if (!layer) {
-        log(`unpacking ${names.length} packages into the apt layer`);
+      if (layer) {
+        log(`${label}: unchanged, from the layer cache (${layer.layer.digest})`);
+      } else {
+        log(`unpacking ${entries.length} packages into the apt layer${suffix}`);
         const tree = await buildAptLayerTree({
-          debs: entries.map((e) => ({ package: e.package, version: e.version, path: debs.get(e.package)!.path })),
+          debs: entries.map((e) => ({ package: e.package, version: e.version, path: debPath(debs, e) })),
           arch,
           mergedUsr,
-          workDir: path.join(workDir, 'apt'),
+          workDir: path.join(workDir, `apt-${i}`),
           ...(opts.signal ? { signal: opts.signal } : {}),
         });
-        sde ??= tree.newestMtime;
-        layer = await writeAndCache(opts.store, key, tree.entries, compression, sde, createdBy, opts.signal);
-      } else if (sde === undefined) {
-        sde = layer.sde;
+        // The default date is this platform's newest file. Layer bytes do not depend on
+        // it beyond that (nothing is newer, so nothing is clamped), which is why another
+        // platform's later date, chosen below for the image, leaves this layer as it is.
+        layer = await writeAndCache(opts.store, key, tree.entries, compression, explicitSde ?? tree.newestMtime, createdBy, label, progress, opts.signal);
       }
-      layers.push(layer.layer);
+      part.sde = layer.sde;
+      part.layers.push(layer.layer);
     }
-    sde ??= 0;
+    const dates = parts.flatMap((p) => (p.sde === undefined ? [] : [p.sde]));
+    const sde = explicitSde ?? (dates.length > 0 ? Math.max(...dates) : 0);
 
+    // The files layer has no architecture: one layer, shared by every platform's image.
+    const shared: Layer[] = [];
     if (spec.files.length > 0) {
       const filesEntries = await filesLayerEntries(spec, sde);
       const createdBy = `ocibuild files: ${spec.files.map((f) => f.dest).join(' ')}`;
       const key = stepKey('files-v1', { files: await Promise.all(spec.files.map(fileIdentity)), compression, sde, version: VERSION });
-      const layer = (await cachedLayer(opts.store, key, createdBy)) ?? (await writeAndCache(opts.store, key, filesEntries, compression, sde, createdBy, opts.signal));
-      layers.push(layer.layer);
+      const cached = await cachedLayer(opts.store, key, createdBy);
+      if (cached) log(`files layer: unchanged, from the layer cache (${cached.layer.digest})`);
+      const layer = cached ?? (await writeAndCache(opts.store, key, filesEntries, compression, sde, createdBy, 'files layer', progress, opts.signal));
+      shared.push(layer.layer);
     }
 
     const created = new Date(sde * 1000);
-    const env = Object.entries(spec.config.env).map(([k, v]) => `${k}=${v}`);
-    const image = buildImage(
-      {
-        architecture: platform.architecture,
-        os: platform.os,
-        ...(platform.variant ? { variant: platform.variant } : {}),
-        created,
-        env,
-        ...(spec.config.entrypoint ? { entrypoint: spec.config.entrypoint } : {}),
-        ...(spec.config.cmd ? { cmd: spec.config.cmd } : {}),
-        ...(spec.config.workdir ? { workingDir: spec.config.workdir } : {}),
-        ...(spec.config.user ? { user: spec.config.user } : {}),
-        labels: spec.config.labels,
-        exposedPorts: spec.config.expose,
-      },
-      layers,
-      { 'org.opencontainers.image.created': rfc3339Seconds(created) },
-    );
-    await writeOutput(output, image, { store: opts.store, ...(opts.signal ? { signal: opts.signal } : {}) });
-    if (opts.digestFile) await atomicWrite(opts.digestFile, `${image.manifest.descriptor.digest}\n`);
-    log(`wrote ${opts.output}: ${image.manifest.descriptor.digest}`);
+    // The hook for base images: a pulled base adds `base: {name, digest}` per platform here.
+    const annotations = imageAnnotations({ created, ...userAnnotations });
+    const images = parts.map((part) => buildImage(imageConfig(spec, part.platform, created), [...part.layers, ...shared], annotations));
+    const artifact: BuiltArtifact = images.length === 1 ? images[0]! : buildIndex(images, annotations);
+    const top = topDescriptor(artifact);
+    await writeOutput(output, artifact, { store: opts.store, ...(opts.signal ? { signal: opts.signal } : {}) });
+    if (opts.digestFile) await atomicWrite(opts.digestFile, `${top.digest}\n`);
+    log(`wrote ${opts.output}: ${top.digest}${images.length > 1 ? ` (image index of ${images.length} platforms)` : ''}`);
     return {
-      manifestDigest: image.manifest.descriptor.digest,
-      configDigest: image.config.descriptor.digest,
-      layers: layers.map((l) => ({ digest: l.digest, size: l.size, createdBy: l.history?.createdBy ?? '' })),
+      digest: top.digest,
+      mediaType: top.mediaType,
+      images: images.map((image, i) => ({
+        platform: parts[i]!.platform,
+        manifestDigest: image.manifest.descriptor.digest,
+        configDigest: image.config.descriptor.digest,
+        layers: image.layers.map((l) => ({ digest: l.digest, size: l.size, createdBy: l.history?.createdBy ?? '' })),
+      })),
     };
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
+}
+
+function imageConfig(spec: ImageSpec, platform: Platform, created: Date): ImageConfigInput {
+  return {
+    architecture: platform.architecture,
+    os: platform.os,
+    ...(platform.variant ? { variant: platform.variant } : {}),
+    created,
+    env: Object.entries(spec.config.env).map(([k, v]) => `${k}=${v}`),
+    ...(spec.config.entrypoint ? { entrypoint: spec.config.entrypoint } : {}),
+    ...(spec.config.cmd ? { cmd: spec.config.cmd } : {}),
+    ...(spec.config.workdir ? { workingDir: spec.config.workdir } : {}),
+    ...(spec.config.user ? { user: spec.config.user } : {}),
+    labels: spec.config.labels,
+    exposedPorts: spec.config.expose,
+  };
+}
+
+/** fetchDebs keys an entry `package:arch` when the lock holds that name for several architectures. */
+function debPath(debs: Map<string, FetchedDeb>, e: LockEntry): string {
+  const deb = debs.get(`${e.package}:${e.architecture}`) ?? debs.get(e.package);
+  if (!deb) throw new Error(`fetchDebs returned no blob for ${e.package} ${e.version} ${e.architecture}`);
+  return deb.path;
 }
 
 function checkSupported(spec: ImageSpec): void {
@@ -162,45 +259,76 @@ function checkSupported(spec: ImageSpec): void {
   }
 }
 
-function pickPlatform(spec: ImageSpec): Platform {
-  if (spec.platforms.length !== 1) {
-    throw new OcibuildError(`the spec lists ${spec.platforms.length} platforms; build one at a time`, {
-      where: spec.path,
-      hint: `pass --platform ${spec.platforms.map(formatPlatform).join(' or --platform ')}`,
-      exitCode: EXIT_USAGE,
-    });
-  }
-  return spec.platforms[0]!;
+function buildPlatforms(spec: ImageSpec, asked: Platform[] | undefined): Platform[] {
+  const platforms = asked ?? spec.platforms;
+  if (platforms.length === 0) throw usageError('no platform to build', spec.path, 'list platforms in the spec or pass --platform linux/amd64');
+  platforms.forEach((p, i) => {
+    const first = platforms.findIndex((q) => samePlatform(p, q));
+    if (first !== i) throw usageError(`platform ${formatPlatform(p)} is listed twice`, asked ? '--platform' : spec.path, 'name each platform once');
+  });
+  return platforms;
 }
 
-async function lockEntries(spec: ImageSpec, platform: Platform, opts: BuildOptions): Promise<LockEntry[]> {
-  const file = lockfilePath(spec, platform);
-  const digest = inputsDigest(lockInputs(spec, platform));
-  let text: string | undefined;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    text = undefined;
+/** The user's annotations, spec first then options, with --source/--revision git resolved. */
+async function resolveAnnotations(spec: ImageSpec, opts: BuildOptions): Promise<{ extra: Record<string, string>; source?: string; revision?: string }> {
+  const extra = { ...spec.annotations };
+  for (const [k, v] of Object.entries(opts.annotations ?? {})) {
+    const problem = annotationProblem(k, v);
+    if (problem) throw usageError(problem.message, '--annotation', problem.hint);
+    extra[k] = v;
   }
-  const fresh = text !== undefined && parseLockfile(text, file).inputsDigest === digest;
-  if (!fresh) {
+  const out: { extra: Record<string, string>; source?: string; revision?: string } = { extra };
+  if (opts.source !== undefined) {
+    const source = opts.source === 'git' ? await gitSourceUrl(spec.dir) : opts.source;
+    const problem = sourceProblem(source);
+    if (problem) throw usageError(problem.message, '--source', problem.hint);
+    out.source = source;
+  }
+  if (opts.revision !== undefined) {
+    const revision = opts.revision === 'git' ? await gitRevision(spec.dir) : opts.revision;
+    const problem = revisionProblem(revision);
+    if (problem) throw usageError(problem.message, '--revision', problem.hint);
+    out.revision = revision;
+  }
+  return out;
+}
+
+/**
+ * Each platform's locked packages. Locks that are fresh are used as they are; the
+ * others are resolved (all in one `lock` run) unless --locked, which fails instead.
+ */
+async function lockEntries(spec: ImageSpec, platforms: Platform[], opts: BuildOptions): Promise<LockEntry[][]> {
+  checkLockfilePaths(spec, platforms);
+  const read = async (platform: Platform): Promise<{ file: string; text?: string; fresh: boolean }> => {
+    const file = lockfilePath(spec, platform);
+    const digest = inputsDigest(lockInputs(spec, platform));
+    const text = await readFile(file, 'utf8').catch(() => undefined);
+    return text === undefined ? { file, fresh: false } : { file, text, fresh: parseLockfile(text, file).inputsDigest === digest };
+  };
+  let states = await Promise.all(platforms.map(read));
+  const stale = platforms.filter((_, i) => !states[i]!.fresh);
+  if (stale.length > 0) {
     if (opts.locked) {
-      throw new OcibuildError(text === undefined ? 'no lockfile' : 'the lockfile is stale: the spec\'s apt inputs changed', {
-        where: file,
-        hint: 'run ocibuild lock and commit the lockfile, or build without --locked',
+      const i = states.findIndex((s) => !s.fresh);
+      const first = states[i]!;
+      const which = platforms.length > 1 ? ` for ${formatPlatform(platforms[i]!)}` : '';
+      const others = stale.length > 1 ? ` (also missing or stale: ${stale.slice(1).map(formatPlatform).join(', ')})` : '';
+      throw new OcibuildError(first.text === undefined ? `no lockfile${which}` : `the lockfile${which} is stale: the spec's apt inputs changed`, {
+        where: first.file,
+        hint: `run ocibuild lock and commit the lockfile${stale.length > 1 ? 's' : ''}, or build without --locked${others}`,
       });
     }
     await lockImage(spec, {
       store: opts.store,
-      platforms: [platform],
+      platforms: stale,
       insecureNoVerify: opts.insecureNoVerify ?? false,
       ignoreValidUntil: opts.ignoreValidUntil ?? false,
       ...(opts.log ? { log: opts.log } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    text = await readFile(file, 'utf8');
+    states = await Promise.all(platforms.map(read));
   }
-  return parseLockfile(text!, file).entries;
+  return states.map((s) => parseLockfile(s.text!, s.file).entries);
 }
 
 function envEpoch(): number | undefined {
@@ -242,11 +370,42 @@ async function writeAndCache(
   compression: Compression,
   sde: number,
   createdBy: string,
+  label: string,
+  progress: BuildReporter,
   signal?: AbortSignal,
 ): Promise<CachedLayer> {
-  const written = await writeLayer(entries, { store, compression, sourceDateEpoch: sde, ...(signal ? { signal } : {}) });
+  progress.phase(label, entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0));
+  // A failed write leaves the phase open: the error says what happened, not a "wrote" line.
+  const written = await writeLayer(entries, {
+    store: countingStore(store, (n) => progress.phaseBytes(n)),
+    compression,
+    sourceDateEpoch: sde,
+    ...(signal ? { signal } : {}),
+  });
+  progress.endPhase(written.digest);
   await store.writeCacheFile(LAYER_CACHE, key, Buffer.from(JSON.stringify({ ...written, sde })));
   return { layer: storeLayer(store, { ...written, history: { createdBy } }), sde };
+}
+
+/**
+ * The store, with the bytes of each blob counted as they go in: the progress of a
+ * layer write, measured at the end of the writer's pipeline so that its own fast
+ * paths for file contents stay as they are.
+ */
+function countingStore(store: Store, onBytes: (n: number) => void): Store {
+  const counting = Object.create(store) as Store;
+  counting.putStream = (src, expect, where, signal) => {
+    let n = 0;
+    const counted = (async function* () {
+      for await (const chunk of src as AsyncIterable<Uint8Array>) {
+        n += chunk.length;
+        onBytes(n);
+        yield chunk;
+      }
+    })();
+    return store.putStream(counted, expect, where, signal);
+  };
+  return counting;
 }
 
 /**

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { tempName, writeFileAtomic } from '../store/atomic.js';
 import path from 'node:path';
-import { OcibuildError } from '../errors.js';
+import { OcibuildError, EXIT_USAGE } from '../errors.js';
 import type { ImageSpec, Platform } from '../spec/types.js';
 import { debianArch, formatPlatform } from '../spec/platform.js';
 import { sourcesForPlatform } from '../spec/presets.js';
@@ -47,6 +47,48 @@ export function lockfilePath(spec: ImageSpec, platform: Platform): string {
   return template.replaceAll('{suite}', suite).replaceAll('{arch}', arch);
 }
 
+/**
+ * One lockfile per architecture: an apt.lockfile name without {arch} would make the
+ * platforms' locks overwrite each other. Platforms of one Debian architecture
+ * (linux/amd64 and linux/amd64/v3) share a lock, which is right: same packages.
+ */
+export function checkLockfilePaths(spec: ImageSpec, platforms: Platform[]): void {
+  checkArchQualifiers(spec, platforms);
+  const archOf = new Map<string, string>();
+  for (const p of platforms) {
+    const file = lockfilePath(spec, p);
+    const arch = debianArch(p);
+    const other = archOf.get(file);
+    if (other !== undefined && other !== arch) {
+      throw new OcibuildError(`the lockfiles of ${other} and ${arch} would both be ${file}`, {
+        where: spec.path,
+        hint: 'put {arch} in apt.lockfile, e.g. lockfile: locks/Packages-{suite}-{arch}.lock',
+        exitCode: EXIT_USAGE,
+      });
+    }
+    archOf.set(file, arch);
+  }
+}
+
+/**
+ * `name:arch` is accepted for the architecture being locked only: a foreign
+ * architecture would need a second package universe, which the resolver does not
+ * load, and dropping the qualifier would lock the wrong package without a word.
+ */
+function checkArchQualifiers(spec: ImageSpec, platforms: Platform[]): void {
+  for (const p of spec.apt?.packages ?? []) {
+    if (p.arch === undefined || p.arch === 'any' || p.arch === 'native') continue;
+    const other = platforms.find((platform) => debianArch(platform) !== p.arch);
+    if (other) {
+      throw new OcibuildError(`${p.name}:${p.arch} asks for architecture ${p.arch}, but ${formatPlatform(other)} is ${debianArch(other)}; other architectures than the image's are not supported`, {
+        where: p.where,
+        hint: `write ${p.name} without :${p.arch} (each platform gets its own architecture's package)`,
+        exitCode: EXIT_USAGE,
+      });
+    }
+  }
+}
+
 /** The normalized inputs of one platform's lock. */
 export function lockInputs(spec: ImageSpec, platform: Platform, installed?: { text: string }): LockInputs {
   const apt = spec.apt;
@@ -76,6 +118,7 @@ export async function lockImage(spec: ImageSpec, opts: LockOptions): Promise<Loc
   }
   const log = opts.log ?? (() => {});
   const platforms = opts.platforms ?? spec.platforms;
+  checkLockfilePaths(spec, platforms);
   if (spec.from !== 'scratch' && !opts.baseStatus) {
     log(`warning: the installed packages of ${spec.from} are not known to this version of ocibuild; resolving as if it had none (pass --base-status FILE with its var/lib/dpkg/status)`);
   }

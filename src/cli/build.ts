@@ -1,7 +1,9 @@
 import path from 'node:path';
 import { usageError } from '../errors.js';
 import { loadSpec } from '../spec/parse.js';
-import { parsePlatform } from '../spec/platform.js';
+import { formatPlatform, parsePlatform, samePlatform } from '../spec/platform.js';
+import { annotationProblem, REVISION_KEY, SOURCE_KEY } from '../spec/annotations.js';
+import type { Platform } from '../spec/types.js';
 import { Store } from '../store/store.js';
 import { buildFromSpec, type Compression } from '../build/build.js';
 import { createProgress } from './progress.js';
@@ -16,6 +18,9 @@ export interface BuildCliOptions {
   sourceDateEpoch?: string;
   mergedUsr: boolean;
   digestFile?: string;
+  annotation?: string[];
+  source?: string;
+  revision?: string;
   cacheDir?: string;
   insecureNoVerify?: boolean;
   ignoreValidUntil?: boolean;
@@ -32,6 +37,8 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
     if (!/^\d+$/.test(opts.sourceDateEpoch)) throw usageError(`--source-date-epoch takes whole seconds since 1970, not ${JSON.stringify(opts.sourceDateEpoch)}`);
     sde = Number(opts.sourceDateEpoch);
   }
+  const platforms = opts.platform !== undefined ? parsePlatformList(opts.platform) : undefined;
+  const annotations = parseAnnotations(opts.annotation ?? [], opts);
   const spec = await loadSpec(opts.file);
   const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
   const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
@@ -48,18 +55,55 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       ...(sde !== undefined ? { sourceDateEpoch: sde } : {}),
       mergedUsr: opts.mergedUsr,
       ...(opts.digestFile ? { digestFile: path.resolve(opts.digestFile) } : {}),
-      ...(opts.platform ? { platform: parsePlatform(opts.platform, '--platform') } : {}),
+      ...(platforms ? { platforms } : {}),
+      annotations,
+      ...(opts.source !== undefined ? { source: opts.source } : {}),
+      ...(opts.revision !== undefined ? { revision: opts.revision } : {}),
       insecureNoVerify: Boolean(opts.insecureNoVerify),
       ignoreValidUntil: Boolean(opts.ignoreValidUntil),
       log,
-      onProgress: (ev) => progress.download(ev),
+      progress,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     progress.done();
-    process.stdout.write(`${result.manifestDigest}\n`);
+    process.stdout.write(`${result.digest}\n`);
   } finally {
     progress.done();
   }
+}
+
+/** `linux/amd64,linux/arm64` → platforms, each once. */
+export function parsePlatformList(list: string): Platform[] {
+  const hint = 'write one or more platforms separated by commas, e.g. --platform linux/amd64,linux/arm64';
+  const out: Platform[] = [];
+  for (const item of list.split(',')) {
+    if (item.trim() === '') throw usageError(`${JSON.stringify(list)} has an empty item`, '--platform', hint);
+    const p = parsePlatform(item.trim(), '--platform');
+    if (out.some((q) => samePlatform(p, q))) throw usageError(`${formatPlatform(p)} is listed twice`, '--platform', 'name each platform once');
+    out.push(p);
+  }
+  return out;
+}
+
+/** `--annotation KEY=VALUE` options → a map; each key once, and not the one --source/--revision set. */
+export function parseAnnotations(items: string[], opts: { source?: string; revision?: string } = {}): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) {
+      throw usageError(`${JSON.stringify(item)} is not KEY=VALUE`, '--annotation', 'e.g. --annotation com.example.team=platform');
+    }
+    const key = item.slice(0, eq);
+    const value = item.slice(eq + 1);
+    if (Object.hasOwn(out, key)) throw usageError(`${key} is given twice`, '--annotation', 'give each key once');
+    const problem = annotationProblem(key, value);
+    if (problem) throw usageError(problem.message, `--annotation ${item}`, problem.hint);
+    for (const [k, option, given] of [[SOURCE_KEY, '--source', opts.source], [REVISION_KEY, '--revision', opts.revision]] as const) {
+      if (key === k && given !== undefined) throw usageError(`${k} is given by both --annotation and ${option}`, '--annotation', `keep one of them (${option} also takes "git")`);
+    }
+    out[key] = value;
+  }
+  return out;
 }
 
 export async function inspectCommand(image: string): Promise<void> {

@@ -1,9 +1,10 @@
 /**
  * What `ocibuild build` prints while it works. On a terminal: one status line,
  * redrawn in place at most ~10 times a second (downloads: count, bytes, rate; layer
- * writing: phase and bytes). Elsewhere (CI logs): plain lines, one per finished
- * download and a summary, since a redrawn line turns into noise in a log file.
- * With --quiet: errors only.
+ * writing: which layer, bytes, rate). Elsewhere (CI logs): plain lines, one per
+ * finished download, one when a layer starts, one every 10 s while a big one is
+ * written and one when it is done, since a redrawn line turns into noise in a log
+ * file. With --quiet: errors only.
  */
 import type { ProgressEvent } from '../store/fetch-debs.js';
 
@@ -24,15 +25,15 @@ export interface ProgressOptions {
 }
 
 export interface Progress {
-  /** Announces a download batch: how many .debs and bytes the lock holds. */
-  beginDownloads(count: number, bytes: number): void;
+  /** Announces a download batch: how many .debs and bytes the lock holds, and for what (e.g. "linux/arm64"). */
+  beginDownloads(count: number, bytes: number, label?: string): void;
   /** Feed for fetchDebs's onProgress. */
   download(ev: ProgressEvent): void;
   /** Ends the batch with a summary line. */
   endDownloads(): void;
-  /** Starts a layer-writing phase, e.g. "apt layer". */
-  phase(label: string): void;
-  /** Uncompressed bytes written so far in the current phase. */
+  /** Starts a layer-writing phase, e.g. "apt layer"; `totalBytes`: the size of the files going in. */
+  phase(label: string, totalBytes?: number): void;
+  /** Bytes of the layer (as stored, compressed) written so far in the current phase. */
   phaseBytes(bytes: number): void;
   /** Ends the current phase with a line saying what it wrote. */
   endPhase(detail?: string): void;
@@ -40,11 +41,13 @@ export interface Progress {
   line(text: string): void;
   /** Always printed, also with quiet. */
   error(message: string): void;
-  /** Ends what is open (summary lines) and clears the status line; safe to call twice. */
+  /** Ends what is open (the download summary; a layer left unfinished is dropped) and clears the status line; safe to call twice. */
   done(): void;
 }
 
 const REDRAW_MS = 100;
+/** Not a terminal: how often a long layer write says how far it is. */
+const PLAIN_EVERY_MS = 10_000;
 const CLEAR_LINE = '\r\x1b[2K';
 
 export function createProgress(opts: ProgressOptions): Progress {
@@ -63,12 +66,15 @@ export function createProgress(opts: ProgressOptions): Progress {
   let dlSkipped = 0;
   const dlBytes = new Map<string, number>(); // per package, for bytes transferred
   let dlActive = false;
+  let dlLabel: string | undefined;
   const seen = new Set<string>();
 
   // Layer phase
   let phaseLabel: string | undefined;
+  let phaseTotal: number | undefined;
   let phaseWritten = 0;
   let phaseStarted = 0;
+  let phaseLastLine = 0;
 
   /** A plain line, unless quiet. */
   const say = (text: string): void => {
@@ -108,11 +114,18 @@ export function createProgress(opts: ProgressOptions): Progress {
     const secs = Math.max((now() - dlStarted) / 1000, 0.001);
     const got = transferred();
     const done = dlDone + dlSkipped;
-    return `downloading ${done}/${dlCount} packages, ${formatBytes(got)} of ${formatBytes(dlBytesTotal)}, ${formatBytes(got / secs)}/s`;
+    return `downloading ${done}/${dlCount} packages${dlLabel ? ` for ${dlLabel}` : ''}, ${formatBytes(got)} of ${formatBytes(dlBytesTotal)}, ${formatBytes(got / secs)}/s`;
   };
 
+  const rate = (bytes: number, since: number): string => `${formatBytes(bytes / Math.max((now() - since) / 1000, 0.001))}/s`;
+
+  // Short enough for 80 columns with a platform in the label; the files' size was on the announcement.
+  const phaseStatus = (): string => `writing ${phaseLabel}: ${formatBytes(phaseWritten)} written, ${rate(phaseWritten, phaseStarted)}`;
+  const ofFiles = (): string => (phaseTotal !== undefined ? ` (${formatBytes(phaseTotal)} of files)` : '');
+
   const reporter: Progress = {
-    beginDownloads(count, bytes) {
+    beginDownloads(count, bytes, label) {
+      dlLabel = label;
       dlCount = count;
       dlBytesTotal = bytes;
       dlStarted = now();
@@ -158,28 +171,36 @@ export function createProgress(opts: ProgressOptions): Progress {
       dlActive = false;
       const secs = (now() - dlStarted) / 1000;
       const got = transferred();
-      const parts = [`${dlDone} downloaded (${formatBytes(got)} in ${secs.toFixed(1)} s)`];
-      if (dlSkipped > 0) parts.push(`${dlSkipped} already in the store`);
-      say(`packages: ${parts.join(', ')}`);
+      const parts = dlDone === 0 && dlSkipped > 0 ? [`all ${dlSkipped} already in the store`] : [`${dlDone} downloaded (${formatBytes(got)} in ${secs.toFixed(1)} s)`];
+      if (dlDone > 0 && dlSkipped > 0) parts.push(`${dlSkipped} already in the store`);
+      say(`packages${dlLabel ? ` for ${dlLabel}` : ''}: ${parts.join(', ')}`);
     },
 
-    phase(label) {
+    phase(label, totalBytes) {
       phaseLabel = label;
+      phaseTotal = totalBytes;
       phaseWritten = 0;
       phaseStarted = now();
-      if (tty) draw(`writing ${label}`, true);
-      else say(`writing ${label}`);
+      phaseLastLine = phaseStarted;
+      if (tty) draw(`writing ${label}${ofFiles()}`, true);
+      else say(`writing ${label}${ofFiles()}`);
     },
 
     phaseBytes(bytes) {
+      if (phaseLabel === undefined) return;
       phaseWritten = bytes;
-      if (phaseLabel !== undefined) draw(`writing ${phaseLabel}: ${formatBytes(bytes)}`);
+      if (tty) {
+        draw(phaseStatus());
+      } else if (now() - phaseLastLine >= PLAIN_EVERY_MS) {
+        phaseLastLine = now();
+        say(phaseStatus());
+      }
     },
 
     endPhase(detail) {
       if (phaseLabel === undefined) return;
       const secs = (now() - phaseStarted) / 1000;
-      say(`wrote ${phaseLabel}: ${formatBytes(phaseWritten)} in ${secs.toFixed(1)} s${detail ? `, ${detail}` : ''}`);
+      say(`wrote ${phaseLabel}: ${formatBytes(phaseWritten)} in ${secs.toFixed(1)} s (${rate(phaseWritten, phaseStarted)})${detail ? `, ${detail}` : ''}`);
       phaseLabel = undefined;
     },
 
@@ -194,7 +215,8 @@ export function createProgress(opts: ProgressOptions): Progress {
     },
 
     done() {
-      reporter.endPhase();
+      // A phase still open here did not finish (the build failed): no "wrote" line for it.
+      phaseLabel = undefined;
       reporter.endDownloads();
       clearStatus();
     },

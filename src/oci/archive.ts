@@ -28,6 +28,7 @@ import { OcibuildError, EXIT_USAGE } from '../errors.js';
 import { digestHex } from '../store/store.js';
 import { BlobCheck, canonicalJson } from './descriptor.js';
 import type { BuiltImage } from './image.js';
+import type { BuiltArtifact } from './index.js';
 import { imageBlobs, indexBytes, OCI_LAYOUT_BYTES, taggedDescriptor, validateRefName, asOutputError, fsyncPath } from './layout.js';
 
 type ArchiveEntry =
@@ -54,9 +55,10 @@ export function normalizeRepoTag(ref: string, where = 'output'): string {
   return m[1] === undefined ? `${ref}:latest` : ref;
 }
 
+/** An image, or an image index with its images (index.json then names the index). */
 export async function writeOciArchive(
   file: string,
-  image: BuiltImage,
+  image: BuiltArtifact,
   opts: { tag?: string; signal?: AbortSignal } = {},
 ): Promise<void> {
   if (opts.tag !== undefined) validateRefName(opts.tag, `oci-archive:${file}`);
@@ -90,8 +92,8 @@ export async function writeDockerArchive(
   await writeTarAtomic(file, entries, opts.signal);
 }
 
-/** oci-layout and every blob of the image; index.json is the caller's. */
-function layoutEntries(image: BuiltImage): ArchiveEntry[] {
+/** oci-layout and every blob of the image or index; index.json is the caller's. */
+function layoutEntries(image: BuiltArtifact): ArchiveEntry[] {
   const entries: ArchiveEntry[] = [
     { name: 'blobs/', kind: 'dir' },
     { name: 'blobs/sha256/', kind: 'dir' },

@@ -1,15 +1,21 @@
 /**
  * `ocibuild inspect oci:DIR[:TAG]`: a person-readable summary of one image in an
- * OCI layout. Every document read is checked against its descriptor first.
+ * OCI layout, or of an image index and each of its platform images. Every document
+ * read is checked against its descriptor first.
  */
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
-import type { Descriptor } from './descriptor.js';
+import { isSha256Digest, type Descriptor } from './descriptor.js';
 import { readIndex, readLayoutBlob, selectManifest } from './layout.js';
 import { isIndexType, isManifestType } from './media-types.js';
 
 interface ManifestDoc {
   config: { digest: string; size: number; mediaType: string };
   layers: Array<{ digest: string; size: number; mediaType: string }>;
+  annotations?: Record<string, string>;
+}
+
+interface IndexDoc {
+  manifests: Array<{ mediaType: string; digest: string; size: number; platform?: { os?: string; architecture?: string; variant?: string } }>;
   annotations?: Record<string, string>;
 }
 
@@ -54,18 +60,53 @@ export async function inspectLayout(dirWithTag: string): Promise<string> {
     throw err;
   });
   const desc = selectManifest(manifests.map((m) => m.descriptor), tag, `oci:${dir}`);
-  if (isIndexType(desc.mediaType)) {
-    throw new OcibuildError('the tag names an image index (several platforms); inspecting one is not supported yet', {
-      where: dirWithTag,
-    });
-  }
+  if (isIndexType(desc.mediaType)) return inspectIndex(dir, dirWithTag, desc);
   if (!isManifestType(desc.mediaType)) {
     throw new OcibuildError(`the tag names a ${desc.mediaType}, not an image manifest`, { where: dirWithTag });
   }
-  const manifest = JSON.parse((await readLayoutBlob(dir, desc)).toString('utf8')) as ManifestDoc;
+  return inspectManifest(dir, dirWithTag, desc);
+}
+
+async function inspectManifest(dir: string, name: string, desc: Descriptor): Promise<string> {
+  const manifest = parseDoc<ManifestDoc>(await readLayoutBlob(dir, desc), name);
   const configDesc: Descriptor = manifest.config;
-  const config = JSON.parse((await readLayoutBlob(dir, configDesc)).toString('utf8')) as ConfigDoc;
-  return formatInspect(dirWithTag, desc, manifest, config);
+  const config = parseDoc<ConfigDoc>(await readLayoutBlob(dir, configDesc), name);
+  return formatInspect(name, desc, manifest, config);
+}
+
+/** An image index: its digest, platforms and annotations, then each platform's image. */
+async function inspectIndex(dir: string, name: string, desc: Descriptor): Promise<string> {
+  const index = parseDoc<IndexDoc>(await readLayoutBlob(dir, desc), name);
+  const entries = Array.isArray(index.manifests) ? index.manifests : [];
+  const lines = [
+    `${'Image'.padEnd(12)}${name}`,
+    `${'Index'.padEnd(12)}${desc.digest} (${desc.size} bytes, ${desc.mediaType})`,
+  ];
+  const platformOf = (m: IndexDoc['manifests'][number]): string =>
+    m.platform ? [m.platform.os, m.platform.architecture, m.platform.variant].filter(Boolean).join('/') : '-';
+  entries.forEach((m, i) => lines.push(`${(i === 0 ? 'Platforms' : '').padEnd(12)}${platformOf(m).padEnd(16)} ${m.digest}`));
+  const annotations = Object.entries(index.annotations ?? {}).map(([k, v]) => `${k}=${v}`);
+  annotations.forEach((a, i) => lines.push(`${(i === 0 ? 'Annotations' : '').padEnd(12)}${a}`));
+  const parts = [`${lines.join('\n')}\n`];
+  for (const m of entries) {
+    if (!isSha256Digest(m.digest) || !Number.isSafeInteger(m.size)) {
+      throw new OcibuildError('the image index has an entry without a sha256 digest and size', { where: name, hint: 'the layout is damaged; write the image again' });
+    }
+    if (!isManifestType(m.mediaType)) {
+      parts.push(`${'Image'.padEnd(12)}${name} ${platformOf(m)}\n${'Manifest'.padEnd(12)}${m.digest} (${m.mediaType}, not shown)\n`);
+      continue;
+    }
+    parts.push(await inspectManifest(dir, `${name} ${platformOf(m)}`, { mediaType: m.mediaType, digest: m.digest, size: m.size }));
+  }
+  return parts.join('\n');
+}
+
+function parseDoc<T>(bytes: Buffer, where: string): T {
+  try {
+    return JSON.parse(bytes.toString('utf8')) as T;
+  } catch (err) {
+    throw new OcibuildError(`a document of the image is not valid JSON: ${(err as Error).message}`, { where });
+  }
 }
 
 /** The name the CLI uses. */

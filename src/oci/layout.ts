@@ -23,7 +23,7 @@ import {
   type Descriptor,
   type JsonValue,
 } from './descriptor.js';
-import type { BuiltImage } from './image.js';
+import { artifactImages, isIndex, topDescriptor, type BuiltArtifact } from './index.js';
 import { ANNOTATION_REF_NAME, IMAGE_LAYOUT_VERSION, OCI_INDEX } from './media-types.js';
 
 export interface WriteLayoutOptions {
@@ -59,13 +59,21 @@ export function validateRefName(tag: string, where = 'output'): void {
   }
 }
 
-/** The image's blobs in the order a layout or archive holds them, each once. */
-export function imageBlobs(image: BuiltImage): BlobSource[] {
+/**
+ * The blobs of an image, or of an index and all its images, in the order a layout
+ * or archive holds them (layers, then configs and manifests, then the index), each once.
+ */
+export function imageBlobs(artifact: BuiltArtifact): BlobSource[] {
   const out = new Map<string, BlobSource>();
-  for (const l of image.layers) {
-    if (!out.has(l.digest)) out.set(l.digest, { digest: l.digest, size: l.size, open: () => l.open() });
+  const images = artifactImages(artifact);
+  for (const image of images) {
+    for (const l of image.layers) {
+      if (!out.has(l.digest)) out.set(l.digest, { digest: l.digest, size: l.size, open: () => l.open() });
+    }
   }
-  for (const doc of [image.config, image.manifest]) {
+  const docs = images.flatMap((image) => [image.config, image.manifest]);
+  if (isIndex(artifact)) docs.push(artifact.index);
+  for (const doc of docs) {
     if (!out.has(doc.descriptor.digest)) {
       const bytes = doc.bytes;
       out.set(doc.descriptor.digest, { digest: doc.descriptor.digest, size: doc.descriptor.size, open: () => Readable.from([bytes]) });
@@ -74,9 +82,12 @@ export function imageBlobs(image: BuiltImage): BlobSource[] {
   return [...out.values()];
 }
 
-/** The manifest descriptor as index.json lists it: platform kept, ref.name added. */
-export function taggedDescriptor(image: BuiltImage, tag?: string): Descriptor {
-  const d: Descriptor = { ...image.manifest.descriptor };
+/**
+ * The top-level descriptor as index.json lists it: a manifest's platform kept (an
+ * index has none), ref.name added.
+ */
+export function taggedDescriptor(artifact: BuiltArtifact, tag?: string): Descriptor {
+  const d: Descriptor = { ...topDescriptor(artifact) };
   const annotations = { ...(d.annotations ?? {}) };
   if (tag !== undefined) annotations[ANNOTATION_REF_NAME] = tag;
   if (Object.keys(annotations).length > 0) d.annotations = annotations;
@@ -101,8 +112,11 @@ export function indexBytes(manifests: Array<Descriptor | IndexEntry>, base: { [k
 
 export const OCI_LAYOUT_BYTES = Buffer.from(canonicalJson({ imageLayoutVersion: IMAGE_LAYOUT_VERSION }), 'utf8');
 
-/** Writes `image` into the layout at `dir`, creating it when missing. */
-export async function writeLayout(dir: string, image: BuiltImage, opts: WriteLayoutOptions = {}): Promise<void> {
+/**
+ * Writes an image, or an image index with its images, into the layout at `dir`
+ * (creating it when missing); index.json names the top-level manifest or index.
+ */
+export async function writeLayout(dir: string, image: BuiltArtifact, opts: WriteLayoutOptions = {}): Promise<void> {
   if (opts.tag !== undefined) validateRefName(opts.tag, `oci:${dir}`);
   const placed: string[] = [];
   let createdDir: string | undefined;

@@ -7,7 +7,7 @@
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { normalizeRepoTag, writeDockerArchive, writeOciArchive } from './archive.js';
-import type { BuiltImage } from './image.js';
+import { isIndex, type BuiltArtifact } from './index.js';
 import { validateRefName, writeLayout } from './layout.js';
 
 export type Output =
@@ -62,8 +62,26 @@ export function formatOutput(out: Output): string {
   }
 }
 
-/** Writes `image` to `out`; on failure the destination is as it was before. */
-export async function writeOutput(out: Output, image: BuiltImage, opts: WriteOutputOptions): Promise<void> {
+/**
+ * Why `out` cannot hold an image index (several platforms), or undefined when it can.
+ * Builders ask before doing any work, so the refusal never comes after a long build.
+ */
+export function indexUnsupported(out: Output): string | undefined {
+  // docker save / docker load: manifest.json has one config per image, with no platform.
+  return out.kind === 'docker-archive' ? 'docker-archive holds one platform (docker load has no image index)' : undefined;
+}
+
+/** The usage error for an output that cannot hold `platforms` platforms. */
+export function indexOutputError(out: Output, platforms: number): OcibuildError {
+  return new OcibuildError(`${indexUnsupported(out) ?? 'this output holds one platform'}; this build has ${platforms} platforms`, {
+    where: `--output ${formatOutput(out)}`,
+    hint: 'build one platform with --platform, or write all of them to oci:DIR[:TAG] or oci-archive:FILE[:TAG]',
+    exitCode: EXIT_USAGE,
+  });
+}
+
+/** Writes an image or an image index to `out`; on failure the destination is as it was before. */
+export async function writeOutput(out: Output, image: BuiltArtifact, opts: WriteOutputOptions): Promise<void> {
   const signal = opts.signal ? { signal: opts.signal } : {};
   switch (out.kind) {
     case 'oci': {
@@ -77,6 +95,7 @@ export async function writeOutput(out: Output, image: BuiltImage, opts: WriteOut
       return;
     }
     case 'docker-archive': {
+      if (isIndex(image)) throw indexOutputError(out, image.images.length);
       const ref = out.ref ?? opts.tag;
       await writeDockerArchive(out.file, image, { ...signal, ...(ref !== undefined ? { ref } : {}) });
       return;

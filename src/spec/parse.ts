@@ -2,17 +2,19 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node, type Scalar } from 'yaml';
 import { OcibuildError, usageError } from '../errors.js';
+import { annotationProblem } from './annotations.js';
 import { DEFAULT_PLATFORM, debianArch, formatPlatform, parsePlatform, samePlatform } from './platform.js';
 import { knownReleases, presetRelease, sourcesPreset, type PresetKind } from './presets.js';
 import type {
   AptSection, AptSource, FileEntry, ImageConfigSpec, ImageSpec, InstallMode, PackageRequest, Platform,
 } from './types.js';
 
-const TOP_KEYS = ['from', 'apt', 'run', 'files', 'config', 'platforms', 'ubuntu_version', 'debian_version', 'apt_dependencies'];
+const TOP_KEYS = ['from', 'apt', 'run', 'files', 'config', 'annotations', 'platforms', 'ubuntu_version', 'debian_version', 'apt_dependencies'];
 const APT_KEYS = ['sources', 'packages', 'install', 'recommends', 'lockfile'];
 const SOURCE_KEYS = ['url', 'suites', 'components', 'keyring'];
 const FILE_KEYS = ['src', 'dest', 'mode', 'uid', 'gid'];
 const CONFIG_KEYS = ['env', 'entrypoint', 'cmd', 'workdir', 'user', 'labels', 'expose'];
+const CONFIG_MOVED: Readonly<Record<string, string>> = { annotations: 'the top level (annotations: go on the manifest, labels: on the config)' };
 
 /** Keys people write at the wrong level, and where they belong. */
 const TOP_MOVED: Readonly<Record<string, string>> = {
@@ -229,9 +231,11 @@ export function parseSpec(text: string, file: string): ImageSpec {
     run: parseRun(r, top.get('run')),
     files: parseFiles(r, top.get('files'), dir),
     config: parseConfig(r, top.get('config')),
+    annotations: parseAnnotations(r, top.get('annotations')),
     platforms,
   };
   if (apt) spec.apt = apt;
+  checkLockfilePerArch(r, apt, top, platforms);
   return spec;
 }
 
@@ -584,7 +588,7 @@ function parseId(r: Reader, node: Node | null, label: string): number {
 function parseConfig(r: Reader, entry: Entry | undefined): ImageConfigSpec {
   const config: ImageConfigSpec = { env: {}, labels: {}, expose: [] };
   if (!entry) return config;
-  const m = r.map(entry.value, 'config', CONFIG_KEYS);
+  const m = r.map(entry.value, 'config', CONFIG_KEYS, CONFIG_MOVED);
   const env = m.get('env');
   if (env) {
     config.env = stringMap(r, env.value, 'config.env', (k, key) => {
@@ -613,6 +617,34 @@ function parseConfig(r: Reader, entry: Entry | undefined): ImageConfigSpec {
   const expose = m.get('expose');
   if (expose) config.expose = parseExpose(r, expose.value);
   return config;
+}
+
+/**
+ * Manifest annotations (image-spec annotations.md), written as they are. The keys
+ * ocibuild sets itself are refused, source must be a URL without credentials and
+ * revision one identifier, the same rules as --annotation, --source and --revision.
+ */
+function parseAnnotations(r: Reader, entry: Entry | undefined): Record<string, string> {
+  if (!entry) return {};
+  const out: Record<string, string> = {};
+  for (const [k, e] of r.map(entry.value, 'annotations', null)) {
+    const value = r.text(e.value, `annotations.${k}`, `write a value, e.g. ${k}: "text"`);
+    const problem = annotationProblem(k, value);
+    if (problem) r.fail(problem.on === 'key' ? e.key : e.value, problem.message, problem.hint);
+    out[k] = value;
+  }
+  return out;
+}
+
+/** One lockfile per architecture: a lockfile name without {arch} cannot hold several. */
+function checkLockfilePerArch(r: Reader, apt: AptSection | undefined, top: Entries, platforms: Platform[]): void {
+  if (!apt?.lockfile || apt.lockfile.includes('{arch}')) return;
+  const arches = new Set(platforms.map(debianArch));
+  if (arches.size < 2) return;
+  const aptNode = top.get('apt')?.value;
+  const node = isMap(aptNode) ? aptNode.items.find((p) => isScalar(p.key) && p.key.value === 'lockfile')?.value : undefined;
+  r.fail(r.deref(node) ?? aptNode ?? null, `apt.lockfile has no {arch}, but the spec builds ${arches.size} architectures (${[...arches].join(', ')}): their locks would overwrite each other`,
+    'put {arch} in the name, e.g. lockfile: locks/Packages-{suite}-{arch}.lock');
 }
 
 /** A mapping of string values; numbers and booleans are kept as written (PORT: 8080 → "8080"). */

@@ -71,5 +71,8 @@ export interface ImageSpec {
   run: string[];
   files: FileEntry[];
   config: ImageConfigSpec;
+  /** Manifest annotations from `annotations:` (validated; never the keys ocibuild sets itself). */
+  annotations: Record<string, string>;
+  /** The platforms to build; several give an image index. */
   platforms: Platform[];
 }

@@ -1,9 +1,9 @@
 // `ocibuild build` end to end: a signed fixture repository over HTTP, the real CLI,
 // and the real judges — umoci unpacks, runc runs, skopeo inspects, dpkg checks the
 // database, GNU tar reads the layer.
-import { test, before, after } from 'node:test';
+import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile, lstat, readlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,7 @@ import { serveDirectory, type TestServer } from '../support/http.js';
 import type { FixturePackage } from '../support/deb.js';
 import { run } from '../oci/support.js';
 import { debWith } from '../support/hostile-deb.js';
+import { formatBytes } from '../../src/cli/progress.js';
 
 
 // A statically linked busybox from Debian's busybox-static: something runc can run.
@@ -254,4 +255,256 @@ test('files: land at their destination with the given mode, dated SOURCE_DATE_EP
   // A touched source file (new mtime, same content) changes nothing.
   await writeFile(path.join(dir, 'motd.txt'), 'welcome\n');
   assert.equal(await build(path.join(dir, 'l2')), first);
+});
+
+test('progress when not a terminal: plain lines per download and per layer written, the cache named on a rebuild, nothing with -q', async () => {
+  const dir = await specDir('progress', spec(server.url, repo.keyringPath, ['hello'], ['files:', '  - {src: motd.txt, dest: /etc/motd}']));
+  await writeFile(path.join(dir, 'motd.txt'), 'welcome\n');
+  const cache = path.join(dir, 'cache');
+  const args = ['build', '-f', path.join(dir, 'image.yaml'), '--output', `oci:${dir}/out:p`, '--cache-dir', cache];
+  const cold = await ocibuild(args);
+  assert.equal(cold.code, 0, cold.stderr);
+  const digest = cold.stdout.trim();
+  // A pipe is not a terminal: no carriage returns, no escape sequences, whole lines.
+  assert.doesNotMatch(cold.stderr, /[\r\x1b]/);
+  assert.ok(cold.stderr.endsWith('\n'));
+  const lines = cold.stderr.trimEnd().split('\n');
+  const at = (re: RegExp): number => {
+    const i = lines.findIndex((l) => re.test(l));
+    assert.ok(i >= 0, `no line matching ${re} in:\n${cold.stderr}`);
+    return i;
+  };
+  for (const pkg of ['hello', 'libhello', 'hello-data']) at(new RegExp(`^fetched ${pkg} \\([\\d.]+ (B|KiB|MiB)\\)$`));
+  const summary = at(/^packages: 3 downloaded \([\d.]+ (KiB|MiB) in \d+\.\d s\)$/);
+  const aptStart = at(/^writing apt layer \([\d.]+ (KiB|MiB) of files\)$/);
+  const aptDone = at(/^wrote apt layer: [\d.]+ (KiB|MiB) in \d+\.\d s \([\d.]+ (B|KiB|MiB|GiB)\/s\), sha256:[0-9a-f]{64}$/);
+  const filesStart = at(/^writing files layer \(8 B of files\)$/);
+  const filesDone = at(/^wrote files layer: [\d.]+ B in \d+\.\d s \([\d.]+ (B|KiB|MiB)\/s\), sha256:[0-9a-f]{64}$/);
+  const end = at(new RegExp(`^wrote oci:${dir}/out:p: ${digest}$`));
+  assert.ok(summary < aptStart && aptStart < aptDone && aptDone < filesStart && filesStart < filesDone && filesDone < end, cold.stderr);
+  // The layer digests printed are the manifest's layers.
+  const manifest = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci:${dir}/out:p`])).stdout) as { layers: Array<{ digest: string; size: number }> };
+  assert.deepEqual([lines[aptDone]!, lines[filesDone]!].map((l) => l.slice(-71)), manifest.layers.map((l) => l.digest));
+  // ... and the bytes counted are the layer blobs as stored.
+  assert.deepEqual([lines[aptDone]!, lines[filesDone]!].map((l) => /: ([\d.]+ [KM]?i?B) in /.exec(l)?.[1]), manifest.layers.map((l) => formatBytes(l.size)));
+
+  const warm = await ocibuild(args);
+  assert.equal(warm.code, 0, warm.stderr);
+  assert.equal(warm.stdout.trim(), digest);
+  assert.match(warm.stderr, /^packages: all 3 already in the store$/m);
+  assert.ok(warm.stderr.includes(`apt layer: unchanged, from the layer cache (${manifest.layers[0]!.digest})`), warm.stderr);
+  assert.ok(warm.stderr.includes(`files layer: unchanged, from the layer cache (${manifest.layers[1]!.digest})`), warm.stderr);
+  assert.doesNotMatch(warm.stderr, /^(writing|fetched)/m);
+
+  const quiet = await ocibuild([...args.slice(0, 4), `oci:${dir}/out2:p`, '--cache-dir', path.join(dir, 'cache2'), '-q']);
+  assert.equal(quiet.code, 0, quiet.stderr);
+  assert.equal(quiet.stderr, '');
+  assert.equal(quiet.stdout.trim(), digest);
+});
+
+// Several platforms: a fixture repository with a `tool` package per architecture
+// (each names its architecture in a file) and an arch:all dependency.
+describe('several platforms: one lock and one image per platform under an OCI image index', () => {
+  let multi: FixtureRepo;
+  let srv: TestServer;
+  let dir: string;
+  let indexDigest: string;
+  let index: IndexDoc;
+  const PLATFORMS = [
+    { os: 'linux', architecture: 'amd64' },
+    { os: 'linux', architecture: 'arm64' },
+    { os: 'linux', architecture: 'arm', variant: 'v7' },
+  ];
+  const DEBIAN = ['amd64', 'arm64', 'armhf'];
+
+  interface IndexDoc {
+    mediaType: string;
+    manifests: Array<{ mediaType: string; digest: string; platform: { os: string; architecture: string; variant?: string } }>;
+    annotations?: Record<string, string>;
+  }
+
+  const sha = (b: string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+  function multiSpec(pkgs: string[], extra: string[] = []): string {
+    return scratchSpec(srv.url, multi.keyringPath, pkgs, ['files:', '  - {src: motd.txt, dest: /etc/motd}', 'config:', '  cmd: [/bin/busybox, cat, /usr/share/tool/arch]', ...extra]);
+  }
+
+  async function multiDir(name: string, body: string): Promise<string> {
+    const d = await specDir(name, body);
+    await writeFile(path.join(d, 'motd.txt'), 'welcome\n');
+    return d;
+  }
+
+  before(async () => {
+    const tool = (arch: string, files: FixturePackage['files'] = {}): FixturePackage => ({
+      name: 'tool', version: '1.0-1', arch, depends: 'tool-data', files: { '/usr/share/tool/arch': `${arch}\n`, ...files },
+    });
+    multi = await buildAptRepo(path.join(tmp, 'multiarch'), [{
+      name: 'stable',
+      architectures: DEBIAN,
+      components: {
+        main: [
+          // Only the amd64 build carries a binary this machine can run.
+          tool('amd64', { '/bin/busybox': { content: busybox, mode: 0o755 } }),
+          // The newest file of all platforms dates every image of the index.
+          { ...tool('arm64'), mtime: 1700000500 },
+          tool('armhf'),
+          { name: 'tool-data', version: '1.0-1', arch: 'all', files: { '/usr/share/tool/data': 'data\n' } },
+          { name: 'amd64-only', version: '1', files: { '/usr/share/amd64-only': 'x\n' } },
+        ],
+      },
+    }], { key });
+    srv = await serveDirectory(multi.dir);
+    dir = await multiDir('multi', multiSpec(['tool'], ['platforms: [linux/amd64, linux/arm64, linux/arm/v7]']));
+    const r = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', `oci:${dir}/layout:multi`, '--cache-dir', path.join(dir, 'cache'), '--digest-file', path.join(dir, 'digest')]);
+    assert.equal(r.code, 0, r.stderr);
+    indexDigest = r.stdout.trim();
+    assert.match(r.stderr, /^packages for linux\/arm64: /m);
+    assert.match(r.stderr, /^wrote apt layer for linux\/arm\/v7: .*sha256:[0-9a-f]{64}$/m);
+    assert.ok(r.stderr.includes(`(image index of 3 platforms)`), r.stderr);
+    const raw = (await run('skopeo', ['inspect', '--raw', `oci:${dir}/layout:multi`])).stdout;
+    assert.equal(sha(raw), indexDigest, 'the digest printed is the index skopeo reads');
+    index = JSON.parse(raw) as IndexDoc;
+  });
+
+  after(async () => {
+    await srv?.close();
+  });
+
+  test('the index: its media type, one manifest per platform in the spec\'s order, a lock per architecture, the digest file', async () => {
+    assert.equal(index.mediaType, 'application/vnd.oci.image.index.v1+json');
+    assert.deepEqual(index.manifests.map((m) => m.platform), PLATFORMS);
+    assert.ok(index.manifests.every((m) => m.mediaType === 'application/vnd.oci.image.manifest.v1+json'));
+    assert.deepEqual(index.annotations, { 'org.opencontainers.image.created': '2023-11-14T22:21:40Z' });
+    assert.equal((await readFile(path.join(dir, 'digest'), 'utf8')).trim(), indexDigest);
+    const top = JSON.parse(await readFile(path.join(dir, 'layout/index.json'), 'utf8')) as { manifests: Array<{ mediaType: string; digest: string; annotations: Record<string, string> }> };
+    assert.deepEqual(top.manifests.map((m) => [m.mediaType, m.digest, m.annotations['org.opencontainers.image.ref.name']]), [['application/vnd.oci.image.index.v1+json', indexDigest, 'multi']]);
+    for (const arch of DEBIAN) {
+      const lock = await readFile(path.join(dir, `Packages-stable-${arch}.lock`), 'utf8');
+      assert.match(lock, new RegExp(`^Package: tool\\nVersion: 1.0-1\\nArchitecture: ${arch}$`, 'm'));
+    }
+  });
+
+  test('skopeo copy --override-arch picks each platform: its config, its packages; the files layer is shared; amd64 runs', async () => {
+    const filesLayers = new Set<string>();
+    for (const [i, p] of PLATFORMS.entries()) {
+      const copy = path.join(dir, `copy-${DEBIAN[i]}`);
+      await run('skopeo', ['copy', '--override-arch', p.architecture, ...(p.variant ? ['--override-variant', p.variant] : []), `oci:${dir}/layout:multi`, `oci:${copy}:one`]);
+      const manifestRaw = (await run('skopeo', ['inspect', '--raw', `oci:${copy}:one`])).stdout;
+      assert.equal(sha(manifestRaw), index.manifests[i]!.digest);
+      const manifest = JSON.parse(manifestRaw) as { layers: Array<{ digest: string }>; annotations: Record<string, string> };
+      assert.equal(manifest.layers.length, 2);
+      filesLayers.add(manifest.layers[1]!.digest);
+      assert.deepEqual(manifest.annotations, index.annotations);
+      const config = JSON.parse((await run('skopeo', ['inspect', '--config', '--raw', `oci:${copy}:one`])).stdout) as { architecture: string; variant?: string; os: string; created: string };
+      assert.deepEqual([config.os, config.architecture, config.variant], [p.os, p.architecture, p.variant]);
+      assert.equal(config.created, '2023-11-14T22:21:40Z', 'one date for all platforms: the newest file of any');
+
+      const bundle = path.join(dir, `bundle-${DEBIAN[i]}`);
+      await run('umoci', ['unpack', '--image', `${copy}:one`, bundle]);
+      const rootfs = path.join(bundle, 'rootfs');
+      assert.equal(await readFile(path.join(rootfs, 'usr/share/tool/arch'), 'utf8'), `${DEBIAN[i]}\n`);
+      assert.equal(await readFile(path.join(rootfs, 'etc/motd'), 'utf8'), 'welcome\n');
+      const status = await run('dpkg-query', [`--admindir=${rootfs}/var/lib/dpkg`, '-W', '-f', '${Package}:${Architecture}\n']);
+      assert.deepEqual(status.stdout.trim().split('\n').sort(), [`tool-data:all`, `tool:${DEBIAN[i]}`]);
+      if (p.architecture === 'amd64') {
+        const configPath = path.join(bundle, 'config.json');
+        const rt = JSON.parse(await readFile(configPath, 'utf8')) as { process: { terminal: boolean } };
+        rt.process.terminal = false;
+        await writeFile(configPath, JSON.stringify(rt));
+        const out = await run('runc', ['run', '--bundle', bundle, `ocibuild-multi-${process.pid}`]);
+        assert.equal(out.stdout, 'amd64\n');
+      }
+    }
+    assert.equal(filesLayers.size, 1, 'one files layer for every platform');
+  });
+
+  test('--platform picks and orders; one platform is a plain manifest, the same bytes as in the index; a new store and an archive give the same index', async () => {
+    const build = async (args: string[], out: string, cache = 'cache'): Promise<string> => {
+      const r = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', out, '--cache-dir', path.join(dir, cache), '-q', ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    const one = await build(['--platform', 'linux/arm64'], `oci:${dir}/one:arm64`);
+    assert.equal(one, index.manifests[1]!.digest, 'the arm64 image alone is the arm64 image of the index');
+    const oneTop = JSON.parse(await readFile(path.join(dir, 'one/index.json'), 'utf8')) as { manifests: Array<{ mediaType: string; platform: unknown }> };
+    assert.equal(oneTop.manifests[0]!.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+    assert.deepEqual(oneTop.manifests[0]!.platform, { architecture: 'arm64', os: 'linux' });
+
+    // amd64 alone is dated by its own packages, so it differs from the index's amd64 image by that date only.
+    const amd64 = await build(['--platform', 'linux/amd64'], `oci:${dir}/one:amd64`);
+    assert.notEqual(amd64, index.manifests[0]!.digest);
+    assert.equal(JSON.parse((await run('skopeo', ['inspect', '--config', '--raw', `oci:${dir}/one:amd64`])).stdout).created, '2023-11-14T22:13:20Z');
+    const dated = await build(['--platform', 'linux/amd64', '--source-date-epoch', '1700000500'], `oci:${dir}/one:dated`);
+    assert.equal(dated, index.manifests[0]!.digest, 'with the same date it is the same image');
+
+    // Without arm64 the newest file is older: pinned to the first build's date, the images are the same.
+    const two = await build(['--platform', 'linux/arm/v7,linux/amd64', '--source-date-epoch', '1700000500'], `oci:${dir}/two:x`);
+    const twoIndex = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci:${dir}/two:x`])).stdout) as IndexDoc;
+    assert.equal(sha(JSON.stringify(twoIndex)), two);
+    assert.deepEqual(twoIndex.manifests.map((m) => m.digest), [index.manifests[2]!.digest, index.manifests[0]!.digest]);
+
+    const fresh = await build([], `oci-archive:${dir}/multi.tar:multi`, 'cache-fresh');
+    assert.equal(fresh, indexDigest);
+    assert.equal(sha((await run('skopeo', ['inspect', '--raw', `oci-archive:${dir}/multi.tar:multi`])).stdout), indexDigest);
+  });
+
+  test('bad multi-platform requests: clear errors, nothing written, no lock changed', async () => {
+    const d = await multiDir('multi-bad', multiSpec(['tool'], ['platforms: [linux/amd64, linux/arm64]']));
+    const cache = path.join(d, 'cache');
+    const build = (args: string[], out = `oci:${d}/out:x`): ReturnType<typeof ocibuild> =>
+      ocibuild(['build', '-f', path.join(d, 'image.yaml'), '--output', out, '--cache-dir', cache, ...args]);
+    const listing = async (): Promise<string[]> => (await readdir(d)).sort();
+
+    const docker = await build([], `docker-archive:${d}/image.tar:app:1`);
+    assert.equal(docker.code, 2, docker.stderr);
+    assert.match(docker.stderr, /docker-archive holds one platform \(docker load has no image index\); this build has 2 platforms/);
+    assert.match(docker.stderr, /hint: build one platform with --platform, or write all of them to oci:DIR\[:TAG\] or oci-archive:FILE\[:TAG\]/);
+    assert.deepEqual(await listing(), ['image.yaml', 'motd.txt'], 'refused before locking or writing anything');
+
+    for (const [args, message] of [
+      [['--platform', 'linux/amd64,linux/amd64'], /--platform: linux\/amd64 is listed twice/],
+      [['--platform', 'linux/amd64,'], /--platform: "linux\/amd64," has an empty item/],
+      [['--platform', 'linux/amd64,linux/sparc'], /unknown platform architecture "sparc"/],
+    ] as Array<[string[], RegExp]>) {
+      const r = await build(args);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+      assert.match(r.stderr, /hint: /);
+    }
+    assert.deepEqual(await listing(), ['image.yaml', 'motd.txt']);
+
+    // --locked with the amd64 lock only: the arm64 one is missing, named with its platform.
+    assert.equal((await ocibuild(['lock', '-f', path.join(d, 'image.yaml'), '--cache-dir', cache, '--platform', 'linux/amd64'])).code, 0);
+    const locked = await build(['--locked']);
+    assert.equal(locked.code, 1, locked.stderr);
+    assert.ok(locked.stderr.includes(`${d}/Packages-stable-arm64.lock: no lockfile for linux/arm64`), locked.stderr);
+    assert.deepEqual(await listing(), ['Packages-stable-amd64.lock', 'cache', 'image.yaml', 'motd.txt']);
+
+    // A package that exists for amd64 only: arm64 cannot be locked, so no image at all.
+    const onlyOne = await multiDir('multi-missing', multiSpec(['amd64-only'], ['platforms: [linux/amd64, linux/arm64]']));
+    const missing = await ocibuild(['build', '-f', path.join(onlyOne, 'image.yaml'), '--output', `oci:${onlyOne}/out:x`, '--cache-dir', path.join(onlyOne, 'cache')]);
+    assert.equal(missing.code, 1, missing.stderr);
+    assert.match(missing.stderr, /amd64-only/);
+    assert.ok(!(await readdir(onlyOne)).includes('out'), 'no output');
+    assert.ok(!(await readdir(onlyOne)).includes('Packages-stable-arm64.lock'));
+
+    // name:arch for one platform's architecture cannot serve the others (and was once dropped silently).
+    const qualified = await multiDir('multi-qualified', multiSpec(['"tool:arm64"'], ['platforms: [linux/amd64, linux/arm64]']));
+    for (const cmd of [['build', '--output', `oci:${qualified}/out:x`], ['lock']]) {
+      const q = await ocibuild([cmd[0]!, '-f', path.join(qualified, 'image.yaml'), '--cache-dir', path.join(qualified, 'cache'), ...cmd.slice(1)]);
+      assert.equal(q.code, 2, q.stderr);
+      assert.ok(q.stderr.includes(`${qualified}/image.yaml:8:14: tool:arm64 asks for architecture arm64, but linux/amd64 is amd64`), q.stderr);
+      assert.match(q.stderr, /hint: write tool without :arm64/);
+    }
+    assert.deepEqual((await readdir(qualified)).sort(), ['image.yaml', 'motd.txt']);
+
+    // A lockfile name without {arch}, given two architectures on the command line.
+    const shared = await multiDir('multi-shared-lock', multiSpec(['tool']).replace('  install: unpack\n', '  install: unpack\n  lockfile: tool.lock\n'));
+    const sharedLock = await ocibuild(['build', '-f', path.join(shared, 'image.yaml'), '--output', `oci:${shared}/out:x`, '--cache-dir', path.join(shared, 'cache'), '--platform', 'linux/amd64,linux/arm64']);
+    assert.equal(sharedLock.code, 2, sharedLock.stderr);
+    assert.ok(sharedLock.stderr.includes(`the lockfiles of amd64 and arm64 would both be ${shared}/tool.lock`), sharedLock.stderr);
+    assert.match(sharedLock.stderr, /hint: put \{arch\} in apt\.lockfile/);
+    assert.deepEqual((await readdir(shared)).sort(), ['image.yaml', 'motd.txt']);
+  });
 });

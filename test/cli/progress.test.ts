@@ -45,7 +45,7 @@ test('formatBytes: binary units', () => {
   for (const [n, s] of table) assert.equal(formatBytes(n), s, String(n));
 });
 
-test('not a TTY: one line per finished download, a summary, no control characters', () => {
+test('not a TTY: one line per finished download, a summary, layer lines, no control characters', () => {
   const stream = capture(false);
   const c = clock();
   const p = createProgress({ stream, quiet: false, now: c.now });
@@ -60,10 +60,21 @@ test('not a TTY: one line per finished download, a summary, no control character
   c.advance(2000);
   p.download(ev('done', 'c', 2048, 2048));
   p.endDownloads();
-  p.phase('apt layer');
+  p.phase('apt layer', 40 * 1024 * 1024);
+  p.phaseBytes(1024 * 1024);
+  c.advance(9_999);
   p.phaseBytes(10 * 1024 * 1024);
-  c.advance(500);
+  c.advance(1);
+  p.phaseBytes(20 * 1024 * 1024);
+  c.advance(5_000);
+  p.phaseBytes(30 * 1024 * 1024);
+  c.advance(5_000);
+  p.phaseBytes(40 * 1024 * 1024);
   p.endPhase('sha256:abc');
+  p.phase('files layer');
+  p.phaseBytes(512);
+  c.advance(500);
+  p.endPhase('sha256:def');
   p.done();
   assert.doesNotMatch(stream.out, /[\r\x1b]/);
   assert.equal(
@@ -72,11 +83,29 @@ test('not a TTY: one line per finished download, a summary, no control character
       'fetched b (2.0 KiB)',
       'fetched c (2.0 KiB)',
       'packages: 2 downloaded (4.0 KiB in 2.0 s), 1 already in the store',
-      'writing apt layer',
-      'wrote apt layer: 10.0 MiB in 0.5 s, sha256:abc',
+      'writing apt layer (40.0 MiB of files)',
+      // At most one line per 10 s while a layer is written, saying how far and how fast.
+      'writing apt layer: 20.0 MiB written, 2.0 MiB/s',
+      'writing apt layer: 40.0 MiB written, 2.0 MiB/s',
+      'wrote apt layer: 40.0 MiB in 20.0 s (2.0 MiB/s), sha256:abc',
+      'writing files layer',
+      'wrote files layer: 512 B in 0.5 s (1.0 KiB/s), sha256:def',
       '',
     ].join('\n'),
   );
+});
+
+test('a layer left unfinished (the build failed) gets no "wrote" line', () => {
+  for (const isTTY of [false, true]) {
+    const stream = capture(isTTY);
+    const p = createProgress({ stream, quiet: false, now: clock().now });
+    p.phase('apt layer', 100);
+    p.phaseBytes(50);
+    p.error('ocibuild: disk full');
+    p.done();
+    assert.doesNotMatch(stream.out, /wrote/, `isTTY=${isTTY}`);
+    assert.equal(screen(stream.out).at(-1), 'ocibuild: disk full');
+  }
 });
 
 test('TTY: one status line redrawn in place, at most every 100 ms, then the summary', () => {
@@ -100,16 +129,19 @@ test('TTY: one status line redrawn in place, at most every 100 ms, then the summ
   assert.match(stream.out, /downloading 2\/2 packages, 2\.0 KiB of 2\.0 KiB, [\d.]+ KiB\/s$/);
   assert.doesNotMatch(stream.out, /\n/, 'nothing but the status line while downloading');
 
-  p.phase('apt layer');
-  assert.match(stream.out, /\r\x1b\[2Kwriting apt layer$/);
+  p.phase('apt layer', 6 * 1024 * 1024);
+  assert.match(stream.out, /\r\x1b\[2Kwriting apt layer \(6\.0 MiB of files\)$/);
   c.advance(100);
   p.phaseBytes(3 * 1024 * 1024);
-  assert.match(stream.out, /\r\x1b\[2Kwriting apt layer: 3\.0 MiB$/);
+  assert.match(stream.out, /\r\x1b\[2Kwriting apt layer: 3\.0 MiB written, 30\.0 MiB\/s$/);
+  p.phaseBytes(4 * 1024 * 1024);
+  assert.doesNotMatch(stream.out, /4\.0 MiB/, 'throttled');
+  p.endPhase('sha256:abc');
   p.done();
   // The status line is cleared, then the summary lines stay on screen.
-  assert.match(stream.out, /writing apt layer: 3\.0 MiB\r\x1b\[2Kwrote apt layer: 3\.0 MiB in 0\.1 s\npackages: [^\r\x1b]*\n$/);
+  assert.match(stream.out, /writing apt layer: 3\.0 MiB written, 30\.0 MiB\/s\r\x1b\[2Kwrote apt layer: 4\.0 MiB in 0\.1 s \(40\.0 MiB\/s\), sha256:abc\npackages: [^\r\x1b]*\n$/);
   assert.deepEqual(screen(stream.out), [
-    'wrote apt layer: 3.0 MiB in 0.1 s',
+    'wrote apt layer: 4.0 MiB in 0.1 s (40.0 MiB/s), sha256:abc',
     'packages: 1 downloaded (2.0 KiB in 1.2 s), 1 already in the store',
   ]);
 });
@@ -162,4 +194,29 @@ test('isTTY defaults to the stream, and the option overrides it', () => {
   p.beginDownloads(1, 1);
   p.download(ev('done', 'a', 1, 1));
   assert.equal(forced.out, 'fetched a (1 B)\n');
+});
+
+test('a download batch per platform names it; a batch found whole in the store says so', () => {
+  const stream = capture(false);
+  const p = createProgress({ stream, quiet: false, now: clock().now });
+  p.beginDownloads(2, 20, 'linux/arm64');
+  p.download(ev('skip', 'a', 10, 10));
+  p.download(ev('skip', 'b', 10, 10));
+  p.endDownloads();
+  p.beginDownloads(1, 10, 'linux/arm/v7');
+  p.download(ev('done', 'c', 10, 10));
+  p.endDownloads();
+  p.beginDownloads(1, 10);
+  p.download(ev('skip', 'c', 10, 10));
+  p.endDownloads();
+  assert.equal(stream.out, [
+    'packages for linux/arm64: all 2 already in the store',
+    'fetched c (10 B)',
+    'packages for linux/arm/v7: 1 downloaded (10 B in 0.0 s)',
+    'packages: all 1 already in the store',
+    '',
+  ].join('\n'));
+  const tty = capture(true);
+  createProgress({ stream: tty, quiet: false, now: clock().now }).beginDownloads(3, 3072, 'linux/arm64');
+  assert.equal(tty.out, '\r\x1b[2Kdownloading 0/3 packages for linux/arm64, 0 B of 3.0 KiB, 0 B/s');
 });

@@ -370,3 +370,47 @@ test('loadSpec reads a file and resolves paths against its directory', async () 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('annotations: a map of strings kept as written, separate from config.labels', () => {
+  const spec = parseSpec([
+    'from: scratch',
+    'config:',
+    '  labels: {com.example.label: l}',
+    'annotations:',
+    '  org.opencontainers.image.source: https://git.example.com/team/app',
+    '  org.opencontainers.image.revision: 0123abc',
+    '  org.opencontainers.image.version: 1.10',
+    '  com.example.note: "two words"',
+    '',
+  ].join('\n'), FILE);
+  assert.deepEqual(spec.annotations, {
+    'org.opencontainers.image.source': 'https://git.example.com/team/app',
+    'org.opencontainers.image.revision': '0123abc',
+    'org.opencontainers.image.version': '1.10',
+    'com.example.note': 'two words',
+  });
+  assert.deepEqual(spec.config.labels, { 'com.example.label': 'l' });
+  assert.deepEqual(parseSpec('from: scratch\n', FILE).annotations, {});
+});
+
+test('annotations: keys ocibuild sets, bad keys, bad source and revision values, wrong places', () => {
+  fails('from: scratch\nannotations: [a]\n', /annotations: expected a mapping/, '2:14');
+  fails('from: scratch\nannotations:\n  org.opencontainers.image.created: "2024"\n', /annotation org\.opencontainers\.image\.created cannot be set by hand/, '3:3', /SOURCE_DATE_EPOCH/);
+  fails('from: scratch\nannotations:\n  org.opencontainers.image.ref.name: x\n', /cannot be set by hand/, '3:3', /oci:DIR:TAG/);
+  fails('from: scratch\nannotations:\n  org.opencontainers.image.base.digest: x\n', /cannot be set by hand/, '3:3', /from:/);
+  fails('from: scratch\nannotations:\n  "a key": x\n', /invalid annotation key "a key"/, '3:3', /reverse-domain/);
+  fails('from: scratch\nannotations:\n  org.opencontainers.image.source: not a url\n', /image\.source "not a url" is not a URL/, '3:36', /--source git/);
+  fails('from: scratch\nannotations:\n  org.opencontainers.image.source: https://me:token@git.example.com/app\n', /contains credentials/, '3:36');
+  fails('from: scratch\nannotations:\n  org.opencontainers.image.revision: "a b"\n', /revision "a b" is not a revision/, '3:38');
+  fails('from: scratch\nannotations:\n  com.example.list: [a]\n', /annotations\.com\.example\.list: expected a string, got a list/, '3:21');
+  fails('from: scratch\nconfig:\n  annotations: {a: b}\n', /unknown key config\.annotations/, '3:3', /belongs in the top level/);
+});
+
+test('apt.lockfile without {arch} cannot serve several architectures', () => {
+  const base = 'from: scratch\ndebian_version: "12"\napt:\n  packages: [busybox]\n  lockfile: locks/busybox.lock\n';
+  fails(`${base}platforms: [linux/amd64, linux/arm64]\n`, /apt\.lockfile has no \{arch\}, but the spec builds 2 architectures \(amd64, arm64\)/, '5:13', /\{arch\}/);
+  // One architecture, or two platforms of one Debian architecture, share the lock.
+  assert.equal(parseSpec(`${base}platforms: [linux/amd64]\n`, FILE).apt?.lockfile, '/work/proj/locks/busybox.lock');
+  assert.equal(parseSpec(`${base}platforms: [linux/amd64, linux/amd64/v3]\n`, FILE).platforms.length, 2);
+  assert.equal(parseSpec(base.replace('busybox.lock', 'busybox-{arch}.lock') + 'platforms: [linux/amd64, linux/arm64]\n', FILE).platforms.length, 2);
+});
