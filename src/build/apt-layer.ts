@@ -19,7 +19,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pMap from 'p-map';
 import { readDeb, type DataEntry, type DebControl } from '../deb/deb.js';
-import { conffilesFile, infoName, listFile, statusFile, type InstalledDeb } from '../deb/dpkg-db.js';
+import { conffilesFile, infoName, listFile, mergeStatus, statusFile, type InstalledDeb } from '../deb/dpkg-db.js';
 import type { LayerEntry } from '../layer/entry.js';
 import { parentPath } from '../layer/entry.js';
 
@@ -35,6 +35,11 @@ export interface AptLayerOptions {
   /** Debian architecture: which lib directories merged /usr links (debootstrap's table). */
   arch: string;
   mergedUsr: boolean;
+  /**
+   * The base image's var/lib/dpkg/status: its packages stay in the status file this
+   * layer writes (which hides the base's), except those replaced by a locked package.
+   */
+  baseStatus?: string;
   /** Scratch directory for file contents until the layer is written; the caller removes it. */
   workDir: string;
   signal?: AbortSignal;
@@ -122,10 +127,13 @@ export async function buildAptLayerTree(opts: AptLayerOptions): Promise<AptLayer
 
   // The rest of dpkg's database, as a fresh dpkg installation has it.
   for (const d of [DB, `${DB}/info`, `${DB}/updates`, `${DB}/triggers`, `${DB}/alternatives`, `${DB}/parts`]) dir(d);
-  dbFiles.push(bytesEntry(`${DB}/status`, Buffer.from(statusFile(installed), 'utf8')));
-  dbFiles.push(bytesEntry(`${DB}/available`, Buffer.alloc(0)));
-  dbFiles.push(bytesEntry(`${DB}/info/format`, Buffer.from('1\n')));
-  dbFiles.push(bytesEntry(`${DB}/triggers/Unincorp`, Buffer.alloc(0)));
+  dbFiles.push(bytesEntry(`${DB}/status`, Buffer.from(opts.baseStatus !== undefined ? mergeStatus(opts.baseStatus, installed) : statusFile(installed), 'utf8')));
+  if (opts.baseStatus === undefined) {
+    // A base image has its own; replacing them would drop its pending triggers.
+    dbFiles.push(bytesEntry(`${DB}/available`, Buffer.alloc(0)));
+    dbFiles.push(bytesEntry(`${DB}/info/format`, Buffer.from('1\n')));
+    dbFiles.push(bytesEntry(`${DB}/triggers/Unincorp`, Buffer.alloc(0)));
+  }
   for (const f of dbFiles) tree.set(f.path, f);
 
   // Parents a package did not ship (dpkg creates them as root 0755).

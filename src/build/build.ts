@@ -30,6 +30,10 @@ import { buildAptLayerTree } from './apt-layer.js';
 import { gitRevision, gitSourceUrl } from './git.js';
 import { checkLockfilePaths, lockImage, lockfilePath, lockInputs } from './lock.js';
 import { VERSION } from '../version.js';
+import { pushImage, type PushResult } from '../registry/push.js';
+import { formatReference, type ImageReference } from '../registry/reference.js';
+import type { TransportOptions } from '../registry/transport.js';
+import { BaseImages, baseReference, configOverBase, type BaseImage } from './base.js';
 
 export type Compression = 'gzip' | 'zstd';
 
@@ -53,8 +57,12 @@ export interface BuildReporter {
 
 export interface BuildOptions {
   store: Store;
-  /** oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF] */
-  output: string;
+  /** oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF]; optional when pushing. */
+  output?: string;
+  /** Registry references to push the result to (after the output is written). */
+  push?: ImageReference[];
+  /** How to reach registries: for `from:` pulls and pushes. */
+  registry?: TransportOptions;
   /** Fail instead of updating a missing or stale lockfile. */
   locked?: boolean;
   compression?: Compression;
@@ -93,6 +101,10 @@ export interface BuildResult {
   /** What the output names at its top level: the manifest (one platform) or the image index. */
   digest: string;
   mediaType: string;
+  /** What was pushed, when push references were given. */
+  pushed?: PushResult[];
+  /** The built artifact (for a --metadata-file). */
+  artifact: BuiltArtifact;
   /** One per platform, in the order built (the index's order). */
   images: BuiltPlatformImage[];
 }
@@ -112,22 +124,32 @@ interface PlatformPart {
   layers: Layer[];
   /** SOURCE_DATE_EPOCH this platform's packages suggest (their newest file), if any. */
   sde?: number;
+  base?: BaseImage;
 }
 
 export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promise<BuildResult> {
   const log = opts.log ?? (() => {});
   const progress = opts.progress ?? SILENT;
-  const output = parseOutput(opts.output);
+  if (opts.output === undefined && (opts.push ?? []).length === 0) {
+    throw usageError('nowhere to put the image', undefined, 'give --output oci:DIR[:TAG] (or an archive) and/or --push REF');
+  }
+  const output = opts.output !== undefined ? parseOutput(opts.output) : undefined;
   checkSupported(spec);
   const platforms = buildPlatforms(spec, opts.platforms);
   // Refused before any work: a long build must not end in "this output cannot hold it".
-  if (platforms.length > 1 && indexUnsupported(output) !== undefined) throw indexOutputError(output, platforms.length);
+  if (output && platforms.length > 1 && indexUnsupported(output) !== undefined) throw indexOutputError(output, platforms.length);
+  const baseRef = baseReference(spec);
+  const bases = baseRef
+    ? new BaseImages(baseRef, { store: opts.store, ...(opts.registry ? { registry: opts.registry } : {}), ...(opts.log ? { log: opts.log } : {}), ...(opts.signal ? { signal: opts.signal } : {}) })
+    : undefined;
+  // The bases first: their dpkg status is an input of the locks.
+  const baseImages = bases ? await Promise.all(platforms.map((p) => bases.get(p))) : platforms.map(() => undefined);
   const userAnnotations = await resolveAnnotations(spec, opts);
   const compression = opts.compression ?? 'gzip';
   const explicitSde = opts.sourceDateEpoch ?? envEpoch();
 
   // Every platform's lock first: a missing or stale one fails before anything is fetched.
-  const locks = spec.apt && spec.apt.packages.length > 0 ? await lockEntries(spec, platforms, opts) : platforms.map(() => []);
+  const locks = spec.apt && spec.apt.packages.length > 0 ? await lockEntries(spec, platforms, opts, baseImages) : platforms.map(() => []);
 
   // Scratch space next to the store's blobs (same filesystem), removed at the end.
   await mkdir(path.join(opts.store.root, 'tmp'), { recursive: true });
@@ -136,7 +158,8 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
     const parts: PlatformPart[] = [];
     for (const [i, platform] of platforms.entries()) {
       const entries = locks[i] ?? [];
-      const part: PlatformPart = { platform, layers: [] };
+      const base = baseImages[i];
+      const part: PlatformPart = { platform, layers: [...(base?.image.layers ?? [])], ...(base ? { base } : {}) };
       parts.push(part);
       if (entries.length === 0) continue;
       const suffix = platforms.length > 1 ? ` for ${formatPlatform(platform)}` : '';
@@ -152,9 +175,22 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
       } finally {
         progress.endDownloads();
       }
-      const mergedUsr = opts.mergedUsr ?? true;
+      // On a base, /bin decides: linking it over the base's /bin directory would hide its files.
+      const mergedUsr = base?.mergedUsr ?? opts.mergedUsr ?? true;
+      if (base && base.mergedUsr !== undefined && opts.mergedUsr !== undefined && opts.mergedUsr !== base.mergedUsr) {
+        log(`warning: ${spec.from} ${base.mergedUsr ? 'has' : 'does not have'} a merged /usr; the apt layer follows the base`);
+      }
+      const baseStatus = base?.dpkgStatus?.text;
       const createdBy = `ocibuild apt install (unpack): ${spec.apt!.packages.map((p) => p.name).join(' ')} (${entries.length} packages)`;
-      const key = stepKey('apt-unpack-v1', { debs: entries.map((e) => e.sha256), arch, mergedUsr, compression, sde: explicitSde ?? null, version: VERSION });
+      const key = stepKey('apt-unpack-v1', {
+        debs: entries.map((e) => e.sha256),
+        arch,
+        mergedUsr,
+        compression,
+        sde: explicitSde ?? null,
+        version: VERSION,
+        ...(baseStatus !== undefined ? { baseStatus: createHash('sha256').update(baseStatus).digest('hex') } : {}),
+      });
       const label = `apt layer${suffix}`;
       let layer = await cachedLayer(opts.store, key, createdBy);
       if (layer) {
@@ -165,6 +201,7 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
           debs: entries.map((e) => ({ package: e.package, version: e.version, path: debPath(debs, e) })),
           arch,
           mergedUsr,
+          ...(baseStatus !== undefined ? { baseStatus } : {}),
           workDir: path.join(workDir, `apt-${i}`),
           ...(opts.signal ? { signal: opts.signal } : {}),
         });
@@ -177,6 +214,11 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
       part.layers.push(layer.layer);
     }
     const dates = parts.flatMap((p) => (p.sde === undefined ? [] : [p.sde]));
+    // A base image's own date counts as an input date (an image on a base alone gets the base's).
+    for (const p of parts) {
+      const t = p.base ? Date.parse(p.base.image.configDoc.created as string) : NaN;
+      if (Number.isFinite(t)) dates.push(Math.floor(t / 1000));
+    }
     const sde = explicitSde ?? (dates.length > 0 ? Math.max(...dates) : 0);
 
     // The files layer has no architecture: one layer, shared by every platform's image.
@@ -192,17 +234,43 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
     }
 
     const created = new Date(sde * 1000);
-    // The hook for base images: a pulled base adds `base: {name, digest}` per platform here.
     const annotations = imageAnnotations({ created, ...userAnnotations });
-    const images = parts.map((part) => buildImage(imageConfig(spec, part.platform, created), [...part.layers, ...shared], annotations));
+    const images = parts.map((part) => {
+      const own = imageAnnotations({
+        created,
+        ...userAnnotations,
+        ...(part.base ? { base: { name: formatReference(part.base.reference), digest: part.base.image.digest } } : {}),
+      });
+      return buildImage(configOverBase(imageConfig(spec, part.platform, created), spec, part.base?.image), [...part.layers, ...shared], own);
+    });
     const artifact: BuiltArtifact = images.length === 1 ? images[0]! : buildIndex(images, annotations);
     const top = topDescriptor(artifact);
-    await writeOutput(output, artifact, { store: opts.store, ...(opts.signal ? { signal: opts.signal } : {}) });
+    if (output) {
+      await writeOutput(output, artifact, { store: opts.store, ...(opts.signal ? { signal: opts.signal } : {}) });
+      log(`wrote ${opts.output}: ${top.digest}${images.length > 1 ? ` (image index of ${images.length} platforms)` : ''}`);
+    }
+    let pushed: PushResult[] | undefined;
+    if (opts.push && opts.push.length > 0) {
+      // Base layers are mounted from the base's repository when it is on the same registry.
+      const mountSources = new Map<string, { registry: string; repository: string }>();
+      for (const part of parts) for (const l of part.base?.image.layers ?? []) mountSources.set(l.digest, part.base!.image.source);
+      const target = 'images' in artifact ? { images: artifact.images, index: artifact.index } : { images: [artifact] };
+      pushed = await pushImage(target, opts.push, {
+        ...(opts.registry ?? {}),
+        mountSources,
+        ...(opts.log ? { log: opts.log } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      for (const r of pushed) {
+        log(`pushed ${r.reference}: ${r.digest} (${r.blobs.uploaded} blobs uploaded, ${r.blobs.mounted} mounted, ${r.blobs.existing} already there)`);
+      }
+    }
     if (opts.digestFile) await atomicWrite(opts.digestFile, `${top.digest}\n`);
-    log(`wrote ${opts.output}: ${top.digest}${images.length > 1 ? ` (image index of ${images.length} platforms)` : ''}`);
     return {
       digest: top.digest,
       mediaType: top.mediaType,
+      artifact,
+      ...(pushed ? { pushed } : {}),
       images: images.map((image, i) => ({
         platform: parts[i]!.platform,
         manifestDigest: image.manifest.descriptor.digest,
@@ -239,12 +307,6 @@ function debPath(debs: Map<string, FetchedDeb>, e: LockEntry): string {
 }
 
 function checkSupported(spec: ImageSpec): void {
-  if (spec.from !== 'scratch') {
-    throw new OcibuildError(`base images from a registry (from: ${spec.from}) are not supported by this version`, {
-      where: spec.path,
-      hint: 'use from: scratch with debian_version/ubuntu_version or apt.sources (pulling base images comes with registry support)',
-    });
-  }
   if (spec.apt && spec.apt.packages.length > 0 && spec.apt.install !== 'unpack') {
     throw new OcibuildError('install: dpkg runs maintainer scripts in a sandbox, which this version cannot do yet', {
       where: spec.path,
@@ -297,11 +359,12 @@ async function resolveAnnotations(spec: ImageSpec, opts: BuildOptions): Promise<
  * Each platform's locked packages. Locks that are fresh are used as they are; the
  * others are resolved (all in one `lock` run) unless --locked, which fails instead.
  */
-async function lockEntries(spec: ImageSpec, platforms: Platform[], opts: BuildOptions): Promise<LockEntry[][]> {
+async function lockEntries(spec: ImageSpec, platforms: Platform[], opts: BuildOptions, bases: Array<BaseImage | undefined>): Promise<LockEntry[][]> {
   checkLockfilePaths(spec, platforms);
+  const statusOf = (platform: Platform): { text: string; where: string } | undefined => bases[platforms.findIndex((p) => samePlatform(p, platform))]?.dpkgStatus;
   const read = async (platform: Platform): Promise<{ file: string; text?: string; fresh: boolean }> => {
     const file = lockfilePath(spec, platform);
-    const digest = inputsDigest(lockInputs(spec, platform));
+    const digest = inputsDigest(lockInputs(spec, platform, statusOf(platform)));
     const text = await readFile(file, 'utf8').catch(() => undefined);
     return text === undefined ? { file, fresh: false } : { file, text, fresh: parseLockfile(text, file).inputsDigest === digest };
   };
@@ -321,6 +384,7 @@ async function lockEntries(spec: ImageSpec, platforms: Platform[], opts: BuildOp
     await lockImage(spec, {
       store: opts.store,
       platforms: stale,
+      ...(spec.from !== 'scratch' ? { baseStatusFor: async (p: Platform) => statusOf(p) } : {}),
       insecureNoVerify: opts.insecureNoVerify ?? false,
       ignoreValidUntil: opts.ignoreValidUntil ?? false,
       ...(opts.log ? { log: opts.log } : {}),

@@ -25,8 +25,10 @@ export interface LockOptions {
   check?: boolean;
   insecureNoVerify?: boolean;
   ignoreValidUntil?: boolean;
-  /** The base image's var/lib/dpkg/status text (until base images are pulled, given by the user). */
+  /** The base image's var/lib/dpkg/status text, given by the user (--base-status): wins over baseStatusFor. */
   baseStatus?: { text: string; where: string };
+  /** The pulled base image's dpkg status for a platform (undefined: the base has no dpkg). */
+  baseStatusFor?: (platform: Platform) => Promise<{ text: string; where: string } | undefined>;
   log?: (line: string) => void;
   signal?: AbortSignal;
 }
@@ -119,13 +121,14 @@ export async function lockImage(spec: ImageSpec, opts: LockOptions): Promise<Loc
   const log = opts.log ?? (() => {});
   const platforms = opts.platforms ?? spec.platforms;
   checkLockfilePaths(spec, platforms);
-  if (spec.from !== 'scratch' && !opts.baseStatus) {
-    log(`warning: the installed packages of ${spec.from} are not known to this version of ocibuild; resolving as if it had none (pass --base-status FILE with its var/lib/dpkg/status)`);
+  if (spec.from !== 'scratch' && !opts.baseStatus && !opts.baseStatusFor) {
+    log(`warning: the installed packages of ${spec.from} are not known; resolving as if it had none (pass --base-status FILE with its var/lib/dpkg/status)`);
   }
   const results: LockResult[] = [];
   for (const platform of platforms) {
     const target = lockfilePath(spec, platform);
-    const inputs = lockInputs(spec, platform, opts.baseStatus);
+    const baseStatus = opts.baseStatus ?? (await opts.baseStatusFor?.(platform));
+    const inputs = lockInputs(spec, platform, baseStatus);
     const digest = inputsDigest(inputs);
     if (opts.check) {
       results.push(await checkLock(target, digest, platform));
@@ -141,9 +144,7 @@ export async function lockImage(spec: ImageSpec, opts: LockOptions): Promise<Loc
       ...(opts.signal ? { signal: opts.signal } : {}),
       log,
     });
-    const installed: InstalledPackage[] = opts.baseStatus
-      ? parseDpkgStatus(opts.baseStatus.text, opts.baseStatus.where, arch)
-      : [];
+    const installed: InstalledPackage[] = baseStatus ? parseDpkgStatus(baseStatus.text, baseStatus.where, arch) : [];
     const resolution = resolve({
       universe,
       packages: spec.apt.packages.map((p) => ({ name: p.name, ...(p.version !== undefined ? { version: p.version } : {}), where: p.where })),

@@ -7,11 +7,14 @@ import type { Platform } from '../spec/types.js';
 import { Store } from '../store/store.js';
 import { buildFromSpec, type Compression } from '../build/build.js';
 import { createProgress } from './progress.js';
+import { parsePushReferences, registryOptions, writePushFiles, type RegistryCliOptions } from './registry.js';
 import { inspectImage } from '../oci/inspect.js';
 
-export interface BuildCliOptions {
+export interface BuildCliOptions extends RegistryCliOptions {
   file: string;
-  output: string;
+  output?: string;
+  push?: string[];
+  metadataFile?: string;
   platform?: string;
   locked?: boolean;
   compression: string;
@@ -39,6 +42,10 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   }
   const platforms = opts.platform !== undefined ? parsePlatformList(opts.platform) : undefined;
   const annotations = parseAnnotations(opts.annotation ?? [], opts);
+  const push = opts.push && opts.push.length > 0 ? parsePushReferences(opts.push, '--push') : undefined;
+  if (opts.output === undefined && !push) throw usageError('give --output DEST and/or --push REF', undefined, 'e.g. --output oci:out:latest or --push registry.example.com/team/app:1.0');
+  if (opts.metadataFile && !push) throw usageError('--metadata-file describes a push; give --push REF too');
+  const registry = await registryOptions(opts);
   const spec = await loadSpec(opts.file);
   const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
   const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
@@ -49,7 +56,9 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   try {
     const result = await buildFromSpec(spec, {
       store,
-      output: opts.output,
+      ...(opts.output !== undefined ? { output: opts.output } : {}),
+      ...(push ? { push } : {}),
+      registry,
       locked: Boolean(opts.locked),
       compression: opts.compression as Compression,
       ...(sde !== undefined ? { sourceDateEpoch: sde } : {}),
@@ -66,6 +75,10 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     progress.done();
+    if (result.pushed) {
+      const target = 'images' in result.artifact ? { images: result.artifact.images, index: result.artifact.index } : { images: [result.artifact] };
+      await writePushFiles(target, result.pushed, opts.metadataFile ? { metadataFile: opts.metadataFile } : {});
+    }
     process.stdout.write(`${result.digest}\n`);
   } finally {
     progress.done();

@@ -5,8 +5,11 @@ import { loadSpec } from '../spec/parse.js';
 import { parsePlatform } from '../spec/platform.js';
 import { Store } from '../store/store.js';
 import { lockImage } from '../build/lock.js';
+import { BaseImages, baseReference } from '../build/base.js';
+import type { Platform } from '../spec/types.js';
+import { registryOptions, type RegistryCliOptions } from './registry.js';
 
-export interface LockCliOptions {
+export interface LockCliOptions extends RegistryCliOptions {
   file: string;
   platform?: string;
   check?: boolean;
@@ -42,8 +45,17 @@ export async function lockCommand(opts: LockCliOptions): Promise<void> {
   if (opts.insecureNoVerify) {
     log('WARNING: --insecure-no-verify: repository signatures are NOT checked; anyone on the network path can change what gets locked');
   }
+  // From a registry base, its dpkg status is read from its layers (unless --base-status gives one);
+  // --check needs it too: it is an input of the lock.
+  let baseStatusFor: ((p: Platform) => Promise<{ text: string; where: string } | undefined>) | undefined;
+  const ref = baseReference(spec);
+  if (ref && !baseStatus) {
+    const bases = new BaseImages(ref, { store, registry: await registryOptions(opts), log, ...(opts.signal ? { signal: opts.signal } : {}) });
+    baseStatusFor = async (p) => (await bases.get(p)).dpkgStatus;
+  }
   await lockImage(spec, {
     store,
+    ...(baseStatusFor ? { baseStatusFor } : {}),
     ...(platforms ? { platforms } : {}),
     check: Boolean(opts.check || opts.locked),
     insecureNoVerify: Boolean(opts.insecureNoVerify),

@@ -38,6 +38,9 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .option('--insecure-no-verify', 'accept unsigned or badly signed repositories (DANGEROUS)')
     .option('--ignore-valid-until', 'accept expired Release files (snapshot mirrors)')
     .option('--base-status <file>', 'dpkg status file of the base image (its installed packages are not locked again)')
+    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost always is)', appendValue, [])
+    .option('--username <name>', 'registry user for pulling the base image (the password comes from --password-stdin)')
+    .option('--password-stdin', 'read the registry password or token from standard input')
     .option('-q, --quiet', 'print errors and warnings only')
     .action(async (opts) => {
       const { lockCommand } = await import('./lock.js');
@@ -48,7 +51,12 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .command('build')
     .description('build the image: lock if needed, fetch the .debs, write deterministic layers and the OCI image')
     .option('-f, --file <image.yaml>', 'the image spec', 'image.yaml')
-    .requiredOption('-o, --output <dest>', 'oci:DIR[:TAG] (OCI layout), oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]')
+    .option('-o, --output <dest>', 'oci:DIR[:TAG] (OCI layout), oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]')
+    .option('--push <refs>', 'push the image to registry references (REF[,REF2…], repeatable)', appendValue, [])
+    .option('--metadata-file <file>', 'with --push: write a JSON summary (references, digests, layers)')
+    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost always is)', appendValue, [])
+    .option('--username <name>', 'registry user for pulls and pushes (the password comes from --password-stdin)')
+    .option('--password-stdin', 'read the registry password or token from standard input')
     .option('--platform <list>', 'platforms to build, comma separated, e.g. linux/amd64,linux/arm64 (default: the spec\'s platforms); several give an image index')
     .option('--locked', 'fail if the lockfile is missing or stale instead of updating it')
     .option('--compression <gzip|zstd>', 'layer compression (zstd layers need OCI-aware consumers)', 'gzip')

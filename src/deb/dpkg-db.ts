@@ -76,3 +76,32 @@ export function listFile(paths: string[]): string {
 export function conffilesFile(conffiles: Array<{ path: string }>): string {
   return conffiles.map((c) => `${c.path}\n`).join('');
 }
+
+/**
+ * var/lib/dpkg/status of a base image extended by packages unpacked on top: the base's
+ * paragraphs kept as they are, except those a newly installed package replaces (same
+ * name, or same name and architecture for Multi-Arch: same), all sorted as dpkg does.
+ */
+export function mergeStatus(baseText: string, debs: InstalledDeb[]): string {
+  const keyOf = (pkg: string, arch: string, multiArch: string): string => (multiArch === 'same' ? `${pkg}:${arch}` : pkg);
+  const replaced = new Set(debs.map((d) => keyOf(field(d.fields, 'Package'), field(d.fields, 'Architecture'), field(d.fields, 'Multi-Arch'))));
+  const all: Array<{ sort: string; text: string }> = [];
+  for (const para of baseText.replace(/\r\n?/g, '\n').split(/\n{2,}/)) {
+    const text = para.replace(/^\n+|\n+$/g, '');
+    if (text === '') continue;
+    const get = (name: string): string => new RegExp(`^${name}:[ \\t]*(.*)$`, 'mi').exec(text)?.[1]?.trim() ?? '';
+    const pkg = get('Package');
+    const arch = get('Architecture');
+    if (replaced.has(keyOf(pkg, arch, get('Multi-Arch')))) continue;
+    all.push({ sort: `${pkg}\0${arch}`, text: `${text}\n` });
+  }
+  for (const d of debs) all.push({ sort: `${field(d.fields, 'Package')}\0${field(d.fields, 'Architecture')}`, text: statusParagraph(d) });
+  return all
+    .sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0))
+    .map((p) => p.text)
+    .join('\n');
+}
+
+function field(fields: Map<string, string>, name: string): string {
+  return (fields.get(name) ?? '').trim();
+}

@@ -57,6 +57,12 @@ export interface ImageConfigInput {
   labels?: Record<string, string>;
   /** `8080`, `8080/tcp`, `53/udp`, `9/sctp` */
   exposedPorts?: string[];
+  /**
+   * A base image's part: its history entries kept as they are (empty_layer ones too),
+   * for its first `layers` layers, and its runtime config members ocibuild does not
+   * model (Healthcheck, StopSignal, Volumes, Shell…), kept under the ones set here.
+   */
+  base?: { history: JsonValue[]; layers: number; config: { [key: string]: JsonValue } };
 }
 
 export interface BuiltImage {
@@ -97,7 +103,7 @@ export function buildImage(
     created,
     config: runtimeConfig(config),
     rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
-    history: layers.map((l) => historyEntry(l, created)),
+    history: [...(config.base?.history ?? []), ...layers.slice(config.base?.layers ?? 0).map((l) => historyEntry(l, created))],
   };
   if (config.variant) configDoc.variant = config.variant;
   const configBytes = Buffer.from(canonicalJson(configDoc), 'utf8');
@@ -148,7 +154,8 @@ function runtimeConfig(c: ImageConfigInput): JsonValue {
     }
   }
   const env = c.env.some((e) => e.startsWith('PATH=')) ? [...c.env] : [DEFAULT_PATH, ...c.env];
-  const out: { [key: string]: JsonValue } = { Env: env };
+  const out: { [key: string]: JsonValue } = { ...(c.base?.config ?? {}), Env: env };
+  for (const k of ['Entrypoint', 'Cmd', 'WorkingDir', 'User', 'Labels', 'ExposedPorts']) delete out[k];
   if (c.entrypoint && c.entrypoint.length > 0) out.Entrypoint = [...c.entrypoint];
   if (c.cmd && c.cmd.length > 0) out.Cmd = [...c.cmd];
   if (c.workingDir) out.WorkingDir = c.workingDir;
