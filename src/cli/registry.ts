@@ -66,14 +66,15 @@ export async function pullCommand(reference: string, opts: PullCliOptions): Prom
   const platform = parsePlatform(opts.platform ?? `linux/${hostArch()}`, '--platform');
   const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
   const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
+  const say = quietable(progress, opts.quiet);
   try {
     const transport = await registryOptions(opts);
     const image = await pullImage(ref, {
       ...transport,
       store,
       platform,
-      log: (line) => progress.line(line),
-      onLayer: (done, total) => progress.line(`pulled layer ${done}/${total}`),
+      log: (line) => say(line),
+      onLayer: (done, total) => say(`pulled layer ${done}/${total}`),
     });
     await writeOutput(out, image, { store, ...(ref.tag ? { tag: ref.tag } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
     if (opts.digestFile) await writeSmallFile(opts.digestFile, `${image.digest}\n`);
@@ -100,16 +101,17 @@ export async function pushCommand(source: string, references: string, opts: Push
 /** Pushes with progress lines; shared with `build --push`. */
 export async function pushTarget(target: PushTarget, refs: readonly ImageReference[], opts: RegistryCliOptions & { mountSources?: ReadonlyMap<string, { registry: string; repository: string }> }): Promise<PushResult[]> {
   const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
+  const say = quietable(progress, opts.quiet);
   try {
     const transport = await registryOptions(opts);
     const results = await pushImage(target, refs, {
       ...transport,
       ...(opts.mountSources ? { mountSources: opts.mountSources } : {}),
-      log: (line) => progress.line(line),
+      log: (line) => say(line),
     });
     for (const r of results) {
       const b = r.blobs;
-      progress.line(`pushed ${r.reference}@${r.digest} (${b.uploaded} blobs uploaded, ${b.mounted} mounted, ${b.existing} already there)`);
+      say(`pushed ${r.reference}@${r.digest} (${b.uploaded} blobs uploaded, ${b.mounted} mounted, ${b.existing} already there)`);
     }
     return results;
   } finally {
@@ -123,6 +125,13 @@ export async function writePushFiles(target: PushTarget, results: readonly PushR
   if (opts.metadataFile) {
     await writeSmallFile(opts.metadataFile, `${JSON.stringify(pushMetadata(target, results), null, 2)}\n`);
   }
+}
+
+/** Progress lines, except with --quiet (warnings still pass). */
+function quietable(progress: { line(text: string): void }, quiet: boolean | undefined): (line: string) => void {
+  return (line) => {
+    if (!quiet || /^warning/i.test(line)) progress.line(line);
+  };
 }
 
 async function writeSmallFile(file: string, data: string): Promise<void> {

@@ -258,6 +258,10 @@ test('ocibuild pull writes an OCI layout; an unknown tag and a wrong platform ar
   const ok = await ocibuild(['pull', `${reg.host}/cli/app:1`, '-o', `oci:${out}:mine`, '--cache-dir', cache, '--platform', 'linux/amd64', '-q'], { env: creds.env });
   assert.equal(ok.code, 0, ok.stderr);
   assert.equal(ok.stdout.trim(), tiny.manifestDigest);
+  assert.equal(ok.stderr, '', '-q prints nothing on success');
+  const quietPush = await ocibuild(['push', `oci:${out}:mine`, `${reg.host}/cli/copy:1`, '-q'], { env: creds.env });
+  assert.equal(quietPush.code, 0, quietPush.stderr);
+  assert.equal(quietPush.stderr, '');
   const layout = await readLayoutImage(out, 'mine');
   assert.equal(layout.images[0]?.manifest.descriptor.digest, tiny.manifestDigest);
 
@@ -381,4 +385,22 @@ test('a multi-platform index: pushed after its manifests, each platform pulled b
     assert.match(err.format(), /no image for linux\/s390x[\s\S]*it has: linux\/amd64, linux\/arm64\/v8/);
     return true;
   });
+});
+
+test('a Docker schema2 image (as skopeo --format v2s2 pushes it) is pulled as it is', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-v2s2'), { tag: 'v1', content: 'docker\n' });
+  const copy = await run('skopeo', ['--insecure-policy', 'copy', '--format', 'v2s2', '--dest-tls-verify=false', `oci:${tiny.dir}:v1`, `docker://${reg.host}/docker/app:1`], { env: creds.env });
+  assert.equal(copy.code, 0, copy.stderr);
+  const expected = await skopeoDigest(`${reg.host}/docker/app:1`);
+  const store = new Store(await freshDir('store-v2s2'));
+  const pulled = await pullImage(parseReference(`${reg.host}/docker/app:1`), { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds });
+  assert.equal(pulled.digest, expected);
+  assert.equal(pulled.manifest.descriptor.mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+  assert.equal(pulled.layers[0]?.mediaType, 'application/vnd.docker.image.rootfs.diff.tar.gzip');
+  assert.equal(pulled.layers[0]?.digest, tiny.layerDigest, 'the layer blob is the same bytes');
+  // Pushed back elsewhere, it keeps its digest.
+  const [again] = await pushImage({ images: [pulled] }, [parseReference(`${reg.host}/docker/copy:1`)], { credentialOptions: creds });
+  assert.equal(again?.digest, expected);
 });
