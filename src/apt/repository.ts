@@ -243,9 +243,14 @@ async function memoizedVerification(
   return text;
 }
 
+/** The host keyring a source without `keyring:` is verified with. */
+export function defaultKeyringPath(source: { url: string }): string {
+  return source.url.includes('ubuntu') ? UBUNTU_KEYRING : DEBIAN_KEYRING;
+}
+
 function keyringFor(source: AptSource, cache: Map<string, Keyring>): Keyring {
   const explicit = source.keyring;
-  const path = explicit ?? (source.url.includes('ubuntu') ? UBUNTU_KEYRING : DEBIAN_KEYRING);
+  const path = explicit ?? defaultKeyringPath(source);
   let keyring = cache.get(path);
   if (keyring === undefined) {
     const bytes = readFile(path).catch((err: NodeJS.ErrnoException) => {

@@ -34,6 +34,7 @@ import { pushImage, type PushResult } from '../registry/push.js';
 import { formatReference, type ImageReference } from '../registry/reference.js';
 import type { TransportOptions } from '../registry/transport.js';
 import { BaseImages, baseReference, configOverBase, type BaseImage } from './base.js';
+import { buildInputFiles, depfileTarget, formatDepfile } from './depfile.js';
 
 export type Compression = 'gzip' | 'zstd';
 
@@ -72,6 +73,10 @@ export interface BuildOptions {
   mergedUsr?: boolean;
   /** Gets the digest the output names: the manifest's, or the image index's. */
   digestFile?: string;
+  /** A Make/Ninja depfile listing every input file read (target: the digest file, else the output). */
+  depfile?: string;
+  /** The depfile's target as the user wrote it (Make matches target names literally). */
+  depfileTarget?: string;
   /**
    * The platforms to build (default: the spec's). One gives an image manifest, as
    * always; several give an image index over one image per platform.
@@ -138,6 +143,10 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
   const platforms = buildPlatforms(spec, opts.platforms);
   // Refused before any work: a long build must not end in "this output cannot hold it".
   if (output && platforms.length > 1 && indexUnsupported(output) !== undefined) throw indexOutputError(output, platforms.length);
+  const depTarget = opts.depfileTarget ?? depfileTarget(output, opts.digestFile);
+  if (opts.depfile && depTarget === undefined) {
+    throw usageError('--depfile needs a file to name as its target', '--depfile', 'give --output DEST or --digest-file FILE too');
+  }
   const baseRef = baseReference(spec);
   const bases = baseRef
     ? new BaseImages(baseRef, { store: opts.store, ...(opts.registry ? { registry: opts.registry } : {}), ...(opts.log ? { log: opts.log } : {}), ...(opts.signal ? { signal: opts.signal } : {}) })
@@ -266,6 +275,7 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
       }
     }
     if (opts.digestFile) await atomicWrite(opts.digestFile, `${top.digest}\n`);
+    if (opts.depfile && depTarget) await atomicWrite(opts.depfile, formatDepfile(depTarget, buildInputFiles(spec, platforms)));
     return {
       digest: top.digest,
       mediaType: top.mediaType,

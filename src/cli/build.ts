@@ -7,6 +7,8 @@ import type { Platform } from '../spec/types.js';
 import { Store } from '../store/store.js';
 import { buildFromSpec, type Compression } from '../build/build.js';
 import { createProgress } from './progress.js';
+import { depfileTarget } from '../build/depfile.js';
+import { parseOutput } from '../oci/output.js';
 import { parsePushReferences, registryOptions, writePushFiles, type RegistryCliOptions } from './registry.js';
 import { inspectImage } from '../oci/inspect.js';
 
@@ -21,6 +23,7 @@ export interface BuildCliOptions extends RegistryCliOptions {
   sourceDateEpoch?: string;
   mergedUsr: boolean;
   digestFile?: string;
+  depfile?: string;
   annotation?: string[];
   source?: string;
   revision?: string;
@@ -64,6 +67,8 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       ...(sde !== undefined ? { sourceDateEpoch: sde } : {}),
       mergedUsr: opts.mergedUsr,
       ...(opts.digestFile ? { digestFile: path.resolve(opts.digestFile) } : {}),
+      ...(opts.depfile ? { depfile: path.resolve(opts.depfile) } : {}),
+      ...(opts.depfile ? depfileTargetOption(opts) : {}),
       ...(platforms ? { platforms } : {}),
       annotations,
       ...(opts.source !== undefined ? { source: opts.source } : {}),
@@ -83,6 +88,12 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   } finally {
     progress.done();
   }
+}
+
+/** The depfile's target as written on the command line: --digest-file, else the output. */
+function depfileTargetOption(opts: BuildCliOptions): { depfileTarget?: string } {
+  const target = depfileTarget(opts.output !== undefined ? parseOutput(opts.output) : undefined, opts.digestFile);
+  return target !== undefined ? { depfileTarget: target } : {};
 }
 
 /** `linux/amd64,linux/arm64` → platforms, each once. */

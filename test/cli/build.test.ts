@@ -508,3 +508,25 @@ describe('several platforms: one lock and one image per platform under an OCI im
     assert.deepEqual((await readdir(shared)).sort(), ['image.yaml', 'motd.txt']);
   });
 });
+
+test('--depfile: Make sees the spec, lockfile, keyring and added files as inputs; touching one makes the image out of date', async () => {
+  const dir = await specDir('depfile', spec(server.url, repo.keyringPath, ['hello'], ['files:', '  - {src: "my file#1.txt", dest: /etc/my-file.txt}']));
+  await writeFile(path.join(dir, 'my file#1.txt'), 'added\n');
+  const yaml = path.join(dir, 'image.yaml');
+  const cmd = [process.execPath, path.resolve('bin/ocibuild'), 'build', '-f', yaml, '-o', `oci:${path.join(dir, 'out')}`, '--cache-dir', path.join(dir, 'cache'), '--digest-file', 'digest', '--depfile', 'digest.d', '-q'];
+  await writeFile(path.join(dir, 'Makefile'), `digest:\n\t${cmd.join(' ')}\n-include digest.d\n`);
+  const { execFile } = await import('node:child_process');
+  // Asynchronous: the fixture repository answering the build lives in this process.
+  const make = (...args: string[]): Promise<{ code: number; out: string }> =>
+    new Promise((ok) => execFile('make', ['-C', dir, ...args], (err, stdout, stderr) => ok({ code: err ? Number((err as { code?: unknown }).code ?? -1) : 0, out: stdout + stderr })));
+  const first = await make();
+  assert.equal(first.code, 0, first.out);
+  const dep = await readFile(path.join(dir, 'digest.d'), 'utf8');
+  assert.ok(dep.startsWith('digest:'), dep);
+  for (const f of [yaml, path.join(dir, 'Packages-stable-amd64.lock'), repo.keyringPath, path.join(dir, 'my\\ file\\#1.txt')]) assert.ok(dep.includes(f), `${f} in\n${dep}`);
+  assert.equal((await make('-q', 'digest')).code, 0, 'up to date right after the build');
+  const later = new Date(Date.now() + 5000);
+  const { utimes } = await import('node:fs/promises');
+  await utimes(path.join(dir, 'my file#1.txt'), later, later);
+  assert.notEqual((await make('-q', 'digest')).code, 0, 'an added file changed: out of date');
+});
