@@ -8,7 +8,7 @@
  * trailing `/` (`usr/bin/hello`). Whiteouts are plain empty files named `.wh.NAME`
  * (OCI image-spec layer.md, "Whiteouts").
  */
-import type { Readable } from 'node:stream';
+import type { Content } from './content.js';
 
 interface Common {
   path: string;
@@ -25,8 +25,11 @@ export type LayerEntry =
   | (Common & {
       type: 'file';
       size: number;
-      /** Opened lazily by the writer, read once, exactly `size` bytes. */
-      content: () => Readable;
+      /**
+       * Opened lazily by the writer, read once, exactly `size` bytes. A plain
+       * `() => Readable` will do; `fileContent`/`bytesContent` (content.ts) are cheaper.
+       */
+      content: Content;
       xattrs?: Record<string, Buffer>;
     })
   | (Common & { type: 'symlink'; target: string })

@@ -32,8 +32,9 @@
  * - two zero blocks at the end; no GNU extensions.
  */
 import { Readable } from 'node:stream';
-import { OcibuildError } from '../errors.js';
+import type { Content } from './content.js';
 import { invalidPathReason, parentPath, sortKey, type LayerEntry } from './entry.js';
+import { sizeChanged, TarPacker } from './tar-packer.js';
 
 export interface WriteTarOptions {
   /** SOURCE_DATE_EPOCH, seconds: later mtimes are clamped to it. */
@@ -199,7 +200,7 @@ interface PlannedMember {
   header: TarHeaderFields;
   path: string;
   /** Only for regular files. */
-  content?: () => Readable;
+  content?: Content;
 }
 
 /**
@@ -331,15 +332,12 @@ function layerXattrs(xattrs: Record<string, Buffer> | undefined): Array<[string,
     .sort((a, b) => Buffer.compare(Buffer.from(a[0]), Buffer.from(b[0])));
 }
 
-// Output is gathered into chunks of this size: a layer is mostly small headers and
-// small files, and one chunk per 512-byte header would cost more in stream overhead
-// than hashing and compressing it.
-const OUT_CHUNK = 64 * 1024;
-// Small files are read ahead, a few at a time, so the filesystem's latency overlaps
-// with compression instead of adding to it; large ones are streamed when reached.
-const READ_AHEAD_FILES = 64;
-const READ_AHEAD_BYTES = 8 * 1024 * 1024;
-const SMALL_FILE = 256 * 1024;
+// Streams (a `content` that is neither `fileContent` nor `bytesContent`) are read ahead
+// of their turn when small, bounded in bytes and in how many are open at once (each
+// may hold a file descriptor); large ones are streamed when reached.
+const SMALL_STREAM = 256 * 1024;
+const STREAM_AHEAD_BYTES = 8 * 1024 * 1024;
+const STREAM_AHEAD_COUNT = 64;
 
 /**
  * A readable tar stream of `entries` (see the module comment). Entries are gathered
@@ -350,7 +348,7 @@ export function writeTar(
   entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
   opts: WriteTarOptions,
 ): Readable {
-  return Readable.from(generateTar(entries, opts), { objectMode: false, highWaterMark: OUT_CHUNK });
+  return Readable.from(generateTar(entries, opts), { objectMode: false, highWaterMark: 1024 * 1024 });
 }
 
 async function* generateTar(
@@ -360,109 +358,102 @@ async function* generateTar(
   const list: LayerEntry[] = [];
   for await (const e of entries) list.push(e);
   const members = planTar(list, opts);
-  const out = new Coalescer();
-  const ahead = new ReadAhead(members);
+  // Headers, padding, in-memory contents and small streams are literal bytes of the
+  // packer's batches; files are read by its worker; only a large stream goes around
+  // it, after everything before it has come out.
+  const packer = new TarPacker();
+  const ahead = new StreamsAhead(members);
   try {
     for (let i = 0; i < members.length; i++) {
       const m = members[i]!;
-      yield* out.write(encodeHeaders(m.header));
-      if (!m.content) continue;
-      const prefetched = ahead.take(i);
-      ahead.pump(i + 1);
+      const header = encodeHeaders(m.header);
+      const content = m.content;
       const size = m.header.size;
-      if (prefetched) {
-        for (const c of await prefetched) yield* out.write(c);
+      const pad = ZEROS.subarray(0, padding(size));
+      if (!content) {
+        packer.literal(header);
+      } else if (content.bytes) {
+        if (content.bytes.length !== size) throw sizeChanged(m.path, size, content.bytes.length);
+        packer.literal(header);
+        packer.literal(content.bytes);
+        packer.literal(pad);
+      } else if (content.file !== undefined) {
+        packer.literal(header);
+        packer.file(m.path, content.file, size, pad.length);
       } else {
-        let n = 0;
-        for await (const c of m.content() as AsyncIterable<Buffer>) {
-          n += c.length;
-          if (n > size) throw sizeChanged(m.path, size, n);
-          yield* out.write(c);
+        ahead.pump(i);
+        const prefetched = ahead.take(i);
+        ahead.pump(i + 1);
+        if (prefetched) {
+          const chunks = await prefetched;
+          packer.literal(header);
+          for (const c of chunks) packer.literal(c);
+          packer.literal(pad);
+        } else {
+          yield* packer.flow(true);
+          yield header;
+          let n = 0;
+          for await (const c of content() as AsyncIterable<Buffer>) {
+            n += c.length;
+            if (n > size) throw sizeChanged(m.path, size, n);
+            yield c;
+          }
+          if (n !== size) throw sizeChanged(m.path, size, n);
+          if (pad.length > 0) yield pad;
         }
-        if (n !== size) throw sizeChanged(m.path, size, n);
       }
-      const pad = padding(size);
-      if (pad) yield* out.write(Buffer.alloc(pad));
+      if (packer.ready) yield* packer.flow();
     }
-    yield* out.write(Buffer.alloc(2 * BLOCK));
-    yield* out.flush();
+    packer.literal(ZEROS);
+    yield* packer.flow(true);
   } finally {
     ahead.cancel();
+    packer.close();
   }
 }
 
-function sizeChanged(path: string, expected: number, got: number): OcibuildError {
-  return new OcibuildError(`${path}: expected ${expected} bytes, read ${got > expected ? 'more' : got}`, {
-    where: path,
-    hint: 'the file changed while the layer was being written; make sure nothing modifies the tree during a build',
-  });
+/** Padding and the end-of-archive marker: two zero blocks. */
+const ZEROS = Buffer.alloc(2 * BLOCK);
+
+interface StreamSlot {
+  bytes: number;
+  data: Promise<Buffer[]>;
+  stream?: Readable;
 }
 
-class Coalescer {
-  private buf = Buffer.allocUnsafe(OUT_CHUNK);
-  private len = 0;
-
-  *write(b: Buffer): Generator<Buffer> {
-    if (this.len + b.length <= OUT_CHUNK) {
-      b.copy(this.buf, this.len);
-      this.len += b.length;
-      if (this.len === OUT_CHUNK) yield this.take();
-      return;
-    }
-    if (this.len > 0) yield this.take();
-    if (b.length >= OUT_CHUNK) {
-      yield b;
-      return;
-    }
-    b.copy(this.buf, 0);
-    this.len = b.length;
-  }
-
-  *flush(): Generator<Buffer> {
-    if (this.len > 0) yield this.take();
-  }
-
-  private take(): Buffer {
-    const out = this.buf.subarray(0, this.len);
-    this.buf = Buffer.allocUnsafe(OUT_CHUNK);
-    this.len = 0;
-    return out;
-  }
-}
-
-/** Small files read into memory ahead of their turn, bounded in count and bytes. */
-class ReadAhead {
+/** Small streams read into memory ahead of their turn, bounded in bytes and count. */
+class StreamsAhead {
   private next = 0;
   private bytes = 0;
-  private readonly pending = new Map<number, { stream: Readable | undefined; data: Promise<Buffer[]> }>();
+  private readonly pending = new Map<number, StreamSlot>();
 
   constructor(private readonly members: readonly PlannedMember[]) {}
 
   take(i: number): Promise<Buffer[]> | undefined {
-    const p = this.pending.get(i);
-    if (!p) return undefined;
+    const slot = this.pending.get(i);
+    if (!slot) return undefined;
     this.pending.delete(i);
-    this.bytes -= this.members[i]!.header.size;
-    return p.data;
+    this.bytes -= slot.bytes;
+    return slot.data;
   }
 
   pump(from: number): void {
     if (this.next < from) this.next = from;
-    while (this.next < this.members.length && this.next < from + READ_AHEAD_FILES && this.bytes < READ_AHEAD_BYTES) {
-      const i = this.next++;
-      const m = this.members[i]!;
-      if (!m.content || m.header.size > SMALL_FILE) continue;
-      const slot: { stream: Readable | undefined; data: Promise<Buffer[]> } = { stream: undefined, data: Promise.resolve([]) };
-      slot.data = this.read(m, slot);
+    while (this.next < this.members.length && this.pending.size < STREAM_AHEAD_COUNT && this.bytes < STREAM_AHEAD_BYTES) {
+      const m = this.members[this.next++]!;
+      const content = m.content;
+      if (!content || content.bytes || content.file !== undefined || m.header.size > SMALL_STREAM) continue;
+      const slot: StreamSlot = { bytes: m.header.size, data: Promise.resolve([]) };
+      slot.data = this.read(m, content, slot);
       // Rejections surface when the member is reached; until then they are held.
       slot.data.catch(() => undefined);
-      this.pending.set(i, slot);
-      this.bytes += m.header.size;
+      this.pending.set(this.next - 1, slot);
+      this.bytes += slot.bytes;
     }
   }
 
-  private async read(m: PlannedMember, slot: { stream: Readable | undefined }): Promise<Buffer[]> {
-    const stream = m.content!();
+  private async read(m: PlannedMember, content: Content, slot: StreamSlot): Promise<Buffer[]> {
+    const stream = content();
     slot.stream = stream;
     const chunks: Buffer[] = [];
     let n = 0;

@@ -1,7 +1,8 @@
 /**
  * One pass from layer entries to a stored blob: tar → sha256 (diffId) → compress →
  * sha256 + size (digest, in Store.putStream) → blobs/sha256/<hex>. Nothing is
- * buffered whole and nothing is read twice.
+ * buffered whole and nothing is read twice. An uncompressed layer is hashed once: its
+ * digest is its diffId.
  */
 import { createHash } from 'node:crypto';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
@@ -40,6 +41,11 @@ export async function writeLayer(
   opts: WriteLayerOptions,
 ): Promise<WrittenLayer> {
   opts.signal?.throwIfAborted();
+  if (opts.compression === 'none') {
+    // The blob is the tar: the store's digest is the diffId, no second hash needed.
+    const { digest, size } = await opts.store.putStream(writeTar(entries, opts), {}, undefined, opts.signal);
+    return { digest, diffId: digest, size, mediaType: LAYER_MEDIA_TYPES.none };
+  }
   const tarHash = createHash('sha256');
   const tap = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
