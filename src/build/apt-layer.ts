@@ -11,16 +11,17 @@
  * paths as the packages ship them (/bin/bash), as dpkg does on merged-/usr systems.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pMap from 'p-map';
 import { readDeb, type DataEntry, type DebControl } from '../deb/deb.js';
 import { conffilesFile, infoName, listFile, mergeStatus, statusFile, type InstalledDeb } from '../deb/dpkg-db.js';
 import type { LayerEntry } from '../layer/entry.js';
+import { bytesContent, fileContent } from '../layer/content.js';
 import { parentPath } from '../layer/entry.js';
 
 export interface DebToUnpack {
@@ -197,7 +198,7 @@ async function readOne(
             for await (const chunk of body as AsyncIterable<Buffer>) chunks.push(chunk);
             const data = Buffer.concat(chunks);
             md5?.update(data);
-            entries.push({ ...common, type: 'file', size: entry.size, content: () => Readable.from([data]) });
+            entries.push({ ...common, type: 'file', size: entry.size, content: bytesContent(data) });
           } else {
             const spool = path.join(opts.workDir, `${index}-${spooled++}`);
             await pipeline(body, async function* (source: AsyncIterable<Buffer>) {
@@ -206,7 +207,7 @@ async function readOne(
                 yield chunk;
               }
             }, createWriteStream(spool));
-            entries.push({ ...common, type: 'file', size: entry.size, content: () => createReadStream(spool) });
+            entries.push({ ...common, type: 'file', size: entry.size, content: fileContent(spool) });
           }
           if (md5) conffileMd5.set(`/${entry.path}`, md5.digest('hex'));
           return;
@@ -243,6 +244,6 @@ function bytesEntry(p: string, data: Buffer, mode = 0o644): LayerEntry {
     gid: 0,
     mtime: 0,
     size: data.length,
-    content: () => Readable.from([data]),
+    content: bytesContent(data),
   };
 }

@@ -22,6 +22,7 @@ import { parseLockfile, inputsDigest, type LockEntry } from '../apt/lockfile.js'
 import { fetchDebs, type FetchedDeb, type ProgressEvent } from '../store/fetch-debs.js';
 import { writeLayer } from '../layer/write-layer.js';
 import type { LayerEntry } from '../layer/entry.js';
+import { fileContent } from '../layer/content.js';
 import { buildImage, storeLayer, type ImageConfigInput, type Layer } from '../oci/image.js';
 import { buildIndex, topDescriptor, type BuiltArtifact } from '../oci/index.js';
 import { imageAnnotations } from '../oci/annotations.js';
@@ -505,7 +506,7 @@ async function filesLayerEntries(spec: ImageSpec, sde: number): Promise<LayerEnt
       gid: f.gid ?? 0,
       mtime: sde,
       size: st.size,
-      content: () => createReadStream(src),
+      content: fileContent(src),
     });
     for (let p = path.posix.dirname(dest); p !== '.' && p !== '/'; p = path.posix.dirname(p)) {
       if (!tree.has(p)) tree.set(p, { type: 'directory', path: p, mode: 0o755, uid: 0, gid: 0, mtime: sde });
