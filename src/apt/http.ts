@@ -1,12 +1,22 @@
 /**
- * HTTP downloads from apt mirrors: one shared keep-alive Agent, retries with jittered
- * exponential backoff for transient failures (connection errors, 408/429/5xx,
+ * HTTP downloads from apt mirrors: the shared keep-alive client of src/http, up to 5
+ * redirects (mirrors send http to https or to a nearby host), retries with jittered
+ * exponential backoff for transient failures (connection errors, timeouts, 408/429/5xx,
  * truncated bodies), and errors a user can act on for the permanent ones.
  */
 import { open as openFile, stat, truncate } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { OcibuildError } from '../errors.js';
+import {
+  HTTP_CONNECT_TIMEOUT,
+  HTTP_HEADERS_TIMEOUT,
+  HTTP_IDLE_TIMEOUT,
+  request,
+  type HttpResponse,
+  type HttpSettings,
+  type HttpTimeouts,
+  type ResponseBody,
+} from '../http/client.js';
 import type { BlobInfo, ExpectedBlob, Store } from '../store/store.js';
 
 export interface FetchOptions {
@@ -16,7 +26,8 @@ export interface FetchOptions {
   /** Base of the exponential backoff in ms (default 250); tests make it small. */
   backoffMs?: number;
   log?: (line: string) => void;
-  dispatcher?: Dispatcher;
+  /** Timeouts (defaults: MIRROR_TIMEOUTS) and extra CAs for the HTTP client. */
+  http?: HttpSettings;
 }
 
 /** 404/410: a missing file, which callers may treat as "try the next candidate". */
@@ -31,20 +42,34 @@ export class NotFoundError extends OcibuildError {
   }
 }
 
-let sharedDispatcher: Dispatcher | undefined;
+/**
+ * Mirror timeouts: a large Packages file or .deb takes a while, so the idle limit is
+ * between bytes, never for the whole body.
+ */
+export const MIRROR_TIMEOUTS: Readonly<HttpTimeouts> = { connectMs: 15_000, headersMs: 30_000, idleMs: 60_000 };
 
-/** The process-wide dispatcher: keep-alive, bounded timeouts, a few redirects (http→https mirrors). */
-export function httpDispatcher(): Dispatcher {
-  sharedDispatcher ??= new Agent({
-    keepAliveTimeout: 10_000,
-    keepAliveMaxTimeout: 60_000,
-    connect: { timeout: 15_000 },
-    headersTimeout: 30_000,
-    // Between body chunks, not for the whole body: large Packages files take a while.
-    bodyTimeout: 60_000,
-    connections: 16,
-  }).compose(interceptors.redirect({ maxRedirections: 5 }));
-  return sharedDispatcher;
+/** Redirects followed per request (http→https mirrors, mirror redirectors). */
+const MAX_REDIRECTS = 5;
+
+/** GET `url`, following redirects; the Range header (if any) goes along to the new location. */
+async function get(url: string, headers: Record<string, string>, opts: FetchOptions): Promise<HttpResponse> {
+  let at = url;
+  for (let hops = 0; ; hops++) {
+    const res = await request(at, {
+      method: 'GET',
+      headers,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...opts.http,
+      timeouts: { ...MIRROR_TIMEOUTS, ...opts.http?.timeouts },
+    });
+    const location = res.headers.location;
+    if ([301, 302, 303, 307, 308].includes(res.statusCode) && typeof location === 'string' && hops < MAX_REDIRECTS) {
+      await res.body.dump();
+      at = new URL(location, at).toString();
+      continue;
+    }
+    return res;
+  }
 }
 
 /** Downloads `url` into memory (InRelease, Release, Release.gpg: small files). */
@@ -184,14 +209,9 @@ async function openAt(
   offset: number,
   opts: FetchOptions,
 ): Promise<{ body: Body; start: number; length: number | undefined; total: number | undefined }> {
-  let res: Dispatcher.ResponseData;
+  let res: HttpResponse;
   try {
-    res = await request(url, {
-      method: 'GET',
-      dispatcher: opts.dispatcher ?? httpDispatcher(),
-      signal: opts.signal,
-      headers: offset > 0 ? { 'user-agent': 'ocibuild', range: `bytes=${offset}-` } : { 'user-agent': 'ocibuild' },
-    });
+    res = await get(url, offset > 0 ? { 'user-agent': 'ocibuild', range: `bytes=${offset}-` } : { 'user-agent': 'ocibuild' }, opts);
   } catch (err) {
     throw classifyNetworkError(err);
   }
@@ -230,7 +250,7 @@ class Transient extends Error {
   }
 }
 
-type Body = Dispatcher.ResponseData['body'];
+type Body = ResponseBody;
 
 /** A plain GET of the whole body (openAt from byte 0: a server never answers 206 to it). */
 async function open(url: string, opts: FetchOptions): Promise<{ body: Body; length: number | undefined }> {
@@ -264,12 +284,9 @@ const TRANSIENT_CODES = new Set([
   'EHOSTUNREACH',
   'ENETUNREACH',
   'ENETDOWN',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  HTTP_CONNECT_TIMEOUT,
+  HTTP_HEADERS_TIMEOUT,
+  HTTP_IDLE_TIMEOUT,
 ]);
 
 function classifyNetworkError(err: unknown): unknown {
@@ -280,7 +297,7 @@ function classifyNetworkError(err: unknown): unknown {
   return err;
 }
 
-/** The first system/undici code found on the error, its cause, or its AggregateError parts. */
+/** The first system (or src/http) code found on the error, its cause, or its AggregateError parts. */
 export function errorCode(err: unknown, depth = 0): string | undefined {
   if (depth > 4 || typeof err !== 'object' || err === null) return undefined;
   const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
@@ -296,7 +313,7 @@ export function errorCode(err: unknown, depth = 0): string | undefined {
 
 function isAbort(err: unknown): boolean {
   const name = (err as { name?: unknown } | null)?.name;
-  return name === 'AbortError' || errorCode(err) === 'UND_ERR_ABORTED' || errorCode(err) === 'ABORT_ERR';
+  return name === 'AbortError' || errorCode(err) === 'ABORT_ERR';
 }
 
 async function withRetries<T>(url: string, opts: FetchOptions, attempt: () => Promise<T>): Promise<T> {

@@ -3,6 +3,7 @@
  * bodies cut short, and statuses that say "later" (408, 429, 5xx).
  */
 import { OcibuildError } from '../errors.js';
+import { HTTP_CONNECT_TIMEOUT, HTTP_HEADERS_TIMEOUT, HTTP_IDLE_TIMEOUT, HTTP_REQUEST_BODY_LENGTH } from '../http/client.js';
 
 const TRANSIENT_CODES = new Set([
   'ECONNREFUSED',
@@ -13,13 +14,11 @@ const TRANSIENT_CODES = new Set([
   'EHOSTUNREACH',
   'ENETUNREACH',
   'ENETDOWN',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
-  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  HTTP_CONNECT_TIMEOUT,
+  HTTP_HEADERS_TIMEOUT,
+  HTTP_IDLE_TIMEOUT,
+  // A replayed upload stream that came out short (or long): the next attempt opens a fresh one.
+  HTTP_REQUEST_BODY_LENGTH,
 ]);
 
 /** A failure worth replaying: the connection broke, or a body arrived cut short. */
@@ -59,5 +58,5 @@ export function errorCode(err: unknown, depth = 0): string | undefined {
 
 export function isAbortError(err: unknown): boolean {
   const name = (err as { name?: unknown } | null)?.name;
-  return name === 'AbortError' || errorCode(err) === 'UND_ERR_ABORTED' || errorCode(err) === 'ABORT_ERR';
+  return name === 'AbortError' || errorCode(err) === 'ABORT_ERR';
 }

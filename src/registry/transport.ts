@@ -8,8 +8,8 @@
  */
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Agent, request, type Dispatcher } from 'undici';
 import { OcibuildError } from '../errors.js';
+import { request, type HttpSettings, type HttpTimeouts, type ResponseBody } from '../http/client.js';
 import { RegistryAuth, type AuthOptions } from './auth.js';
 import { registryBaseUrl } from './reference.js';
 import { errorCode, isAbortError, isTransientError, TransientStatusError } from './transient.js';
@@ -37,7 +37,7 @@ export interface RegistryRequest {
 export interface RegistryResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData['body'];
+  body: ResponseBody;
   /** The URL that answered (after redirects). */
   url: string;
 }
@@ -51,25 +51,15 @@ export interface TransportOptions extends AuthOptions {
   backoffMs?: number;
   signal?: AbortSignal;
   log?: (line: string) => void;
-  dispatcher?: Dispatcher;
+  /** Timeouts (defaults: REGISTRY_TIMEOUTS) and extra CAs for the HTTP client. */
+  http?: HttpSettings;
 }
 
 const MAX_REDIRECTS = 5;
 const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
-let sharedDispatcher: Dispatcher | undefined;
-
-/** Keep-alive pool for registries; no redirect interceptor (redirects are handled here). */
-export function registryDispatcher(): Dispatcher {
-  sharedDispatcher ??= new Agent({
-    keepAliveTimeout: 10_000,
-    connect: { timeout: 15_000 },
-    headersTimeout: 60_000,
-    bodyTimeout: 120_000,
-    connections: 16,
-  });
-  return sharedDispatcher;
-}
+/** Registry timeouts: a large PATCH or PUT may wait long for its answer while the registry stores it. */
+export const REGISTRY_TIMEOUTS: Readonly<HttpTimeouts> = { connectMs: 15_000, headersMs: 60_000, idleMs: 120_000 };
 
 export class RegistryTransport {
   readonly registry: string;
@@ -77,7 +67,7 @@ export class RegistryTransport {
   readonly auth: RegistryAuth;
   private readonly retries: number;
   private readonly backoffMs: number;
-  private readonly dispatcher: Dispatcher;
+  private readonly http: HttpSettings;
 
   constructor(
     registry: string,
@@ -87,7 +77,7 @@ export class RegistryTransport {
     this.baseUrl = registryBaseUrl(registry, opts.insecureRegistries ?? []);
     this.retries = opts.retries ?? 5;
     this.backoffMs = opts.backoffMs ?? 200;
-    this.dispatcher = opts.dispatcher ?? registryDispatcher();
+    this.http = { ...opts.http, timeouts: { ...REGISTRY_TIMEOUTS, ...opts.http?.timeouts } };
     this.auth = new RegistryAuth(registry, this.baseUrl, {
       ...opts,
       send: (url, init) => this.send(url, init),
@@ -174,11 +164,11 @@ export class RegistryTransport {
     init: { method: Method; headers: Record<string, string>; body?: Buffer | Readable | string | undefined },
   ): Promise<RegistryResponse> {
     const res = await request(url, {
+      ...this.http,
       method: init.method,
       headers: init.headers,
-      body: init.body ?? null,
-      dispatcher: this.dispatcher,
-      signal: this.opts.signal,
+      ...(init.body !== undefined ? { body: init.body } : {}),
+      ...(this.opts.signal ? { signal: this.opts.signal } : {}),
     });
     return { status: res.statusCode, headers: res.headers, body: res.body, url };
   }
@@ -217,7 +207,7 @@ function asNetworkError(err: unknown, url: string): unknown {
 export async function registryErrorText(res: RegistryResponse): Promise<string> {
   let text = '';
   try {
-    // undici throws asynchronously (uncatchable) when a consumed body is read again.
+    // A body already read (or dumped) has nothing left to say.
     if (!res.body.bodyUsed && !res.body.destroyed) text = await res.body.text();
   } catch {
     // The body is only decoration for the message.

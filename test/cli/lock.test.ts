@@ -169,7 +169,8 @@ test('a repository signed by an unknown key is refused; --insecure-no-verify war
 
 test('a tampered index is refused and nothing unverified enters the store', async () => {
   const t = await buildAptRepo(path.join(tmp, 'tampered'), [{ name: 'stable', components: { main: packages } }], { key });
-  await tamperFile(t, 'dists/stable/main/binary-amd64/Packages.xz', (b) => Buffer.concat([b, Buffer.from('x')]));
+  // Every compression the Release lists: an intact Packages.gz would be a valid fallback.
+  for (const f of ['Packages.xz', 'Packages.gz']) await tamperFile(t, `dists/stable/main/binary-amd64/${f}`, (b) => Buffer.concat([b, Buffer.from('x')]));
   const srv = await serveDirectory(t.dir);
   try {
     const dir = await specDir('tampered', specFor(srv.url, t.keyringPath, ['libfoo']));
