@@ -1,6 +1,7 @@
 // readDeb and readDebControl against real .debs (the fixture builder in every
 // compression, and dpkg-deb --build itself), with dpkg-deb and GNU tar as judges;
 // then hostile and broken archives, each refused with an error naming the .deb.
+import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -337,4 +338,42 @@ test('detectCompression follows deb(5) member names', () => {
     ['control.tar.zst', 'zst'], ['data.tar.lzma', undefined], ['data.tar.xz.sig', undefined], ['data.tgz', undefined], ['.tar', undefined],
   ];
   for (const [name, kind] of table) assert.equal(detectCompression(name), kind, name);
+});
+
+// The timeout turns a regression (a walk that never moves on) into a failure, not a hang.
+test('readDeb: a body destroyed unread or half-read is skipped, a slowly read body arrives whole, later entries still come', { timeout: 120_000 }, async () => {
+  const big = Buffer.alloc(3_000_000);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 2654435761) >>> 24;
+  const pkg: FixturePackage = {
+    name: 'big', version: '1', dataCompression: 'xz', controlCompression: 'gz',
+    files: { '/a/first.bin': big, '/a/zero.bin': big, '/b/second.bin': big, '/c/after': 'still here\n' },
+  };
+  const bytes = await buildDeb(pkg);
+  const seen: string[] = [];
+  let slowDigest = '';
+  await readDeb(Readable.from([bytes]), 'big.deb', async (e, body) => {
+    seen.push(e.path);
+    if (e.path === 'a/first.bin') {
+      // Read one chunk, then give up on the rest.
+      for await (const _ of body) break;
+      assert.ok(body.destroyed);
+    } else if (e.path === 'a/zero.bin') {
+      // Destroyed before any read, once its buffer is full (the entry paused).
+      await once(body, 'readable');
+      body.destroy();
+    } else if (e.path === 'b/second.bin') {
+      // A reader that yields to the event loop after every chunk (back-pressure upstream).
+      const hash = createHash('sha256');
+      await pipeline(body, async function* (source: AsyncIterable<Buffer>) {
+        for await (const chunk of source) {
+          hash.update(chunk);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        yield* [];
+      });
+      slowDigest = hash.digest('hex');
+    }
+  });
+  assert.deepEqual(seen.filter((p) => p.includes('.') || p === 'c/after'), ['a/first.bin', 'a/zero.bin', 'b/second.bin', 'c/after']);
+  assert.equal(slowDigest, createHash('sha256').update(big).digest('hex'));
 });
