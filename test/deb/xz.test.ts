@@ -11,7 +11,6 @@ import { finished, pipeline } from 'node:stream/promises';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { readDeb } from '../../src/deb/deb.js';
@@ -113,7 +112,7 @@ test('without the addon, decoding falls back to lzma-native with a note only und
   const data = text(200_000);
   const packed = compress(['-6'], data);
   const script = `
-    const { createXzDecoder } = await import(${JSON.stringify(pathToFileURL(new URL('../../src/deb/xz.ts', import.meta.url).pathname).href)});
+    const { createXzDecoder } = await import(${JSON.stringify(new URL('../../src/deb/xz.ts', import.meta.url).href)});
     const { createHash } = await import('node:crypto');
     const d = createXzDecoder();
     const h = createHash('sha256');
