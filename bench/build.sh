@@ -147,10 +147,9 @@ gpg --batch --export >"$MKEYRING"
 chmod 644 "$MKEYRING"
 
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-# HTTP/1.1 (keep-alive): with the default HTTP/1.0, the server closes the connection
-# after each file and ocibuild's parallel .deb download crashes in undici 7.30.2
-# (uncatchable "assert(!this.paused)" when the socket ends while the body is paused
-# under backpressure: nodejs/undici#5360, fixed by nodejs/undici#5474).
+# HTTP/1.1 (keep-alive), as real mirrors speak it. (It was also a workaround for an
+# undici crash on HTTP/1.0 connection close, nodejs/undici#5360; ocibuild has used
+# node:http since, which reads HTTP/1.0 servers fine.)
 python3 -m http.server --protocol HTTP/1.1 --bind 127.0.0.1 --directory "$MIRROR" "$PORT" >"$WORK/http.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 50); do
@@ -256,7 +255,7 @@ section="$WORK/section.md"
   echo "- Load average when the section was written (other work on the machine skews timings): $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- Software: $(mmdebstrap --version), $(apt-get --version | head -1), node $(node --version), $(hyperfine --version)"
   echo "- Package set: \`${PACKAGES[*]}\`, Debian $SUITE $ARCH, ocibuild \`install: unpack\`; $SET_NOTE."
-  echo "- Mirror: the $N_LOCK .debs ocibuild locked against $UPSTREAM, copied into a local apt repository (dpkg-scanpackages, apt-ftparchive release, InRelease signed by a throwaway ed25519 key) served by \`python3 -m http.server --protocol HTTP/1.1\` on 127.0.0.1 (HTTP/1.0, the default, crashes ocibuild's download: undici bug nodejs/undici#5360, see the script)."
+  echo "- Mirror: the $N_LOCK .debs ocibuild locked against $UPSTREAM, copied into a local apt repository (dpkg-scanpackages, apt-ftparchive release, InRelease signed by a throwaway ed25519 key) served by \`python3 -m http.server --protocol HTTP/1.1\` on 127.0.0.1 (keep-alive, as real mirrors)."
   echo "- Method: \`bash bench/build.sh\`, hyperfine --warmup 1 --runs $RUNS, all four commands in one run."
   echo "  - ocibuild: \`ocibuild build -q --locked\` with a warm store (lockfile present, .debs downloaded by an untimed build), \`STORE/cache/layers-v1\` and the OCI layout removed before each run: reads and checks the $N_LOCK .debs, unpacks them, writes the gzip layer ($OCI_LAYER_SIZE), config, manifest. No network."
   echo "  - \`--compression zstd\`: the same build with a zstd layer (libzstd level 3)."
