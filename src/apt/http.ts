@@ -18,6 +18,7 @@ import {
   type ResponseBody,
 } from '../http/client.js';
 import type { BlobInfo, ExpectedBlob, Store } from '../store/store.js';
+import { errorCode, isAbortError } from '../http/errors.js';
 
 export interface FetchOptions {
   signal?: AbortSignal;
@@ -291,30 +292,13 @@ const TRANSIENT_CODES = new Set([
 
 function classifyNetworkError(err: unknown): unknown {
   if (err instanceof OcibuildError || err instanceof Transient) return err;
-  if (isAbort(err)) return err;
+  if (isAbortError(err)) return err;
   const code = errorCode(err);
   if (code !== undefined && TRANSIENT_CODES.has(code)) return new Transient(code, undefined, err);
   return err;
 }
 
-/** The first system (or src/http) code found on the error, its cause, or its AggregateError parts. */
-export function errorCode(err: unknown, depth = 0): string | undefined {
-  if (depth > 4 || typeof err !== 'object' || err === null) return undefined;
-  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
-  if (typeof e.code === 'string') return e.code;
-  if (Array.isArray(e.errors)) {
-    for (const inner of e.errors) {
-      const c = errorCode(inner, depth + 1);
-      if (c) return c;
-    }
-  }
-  return errorCode(e.cause, depth + 1);
-}
-
-function isAbort(err: unknown): boolean {
-  const name = (err as { name?: unknown } | null)?.name;
-  return name === 'AbortError' || errorCode(err) === 'ABORT_ERR';
-}
+export { errorCode };
 
 async function withRetries<T>(url: string, opts: FetchOptions, attempt: () => Promise<T>): Promise<T> {
   const retries = opts.retries ?? 4;

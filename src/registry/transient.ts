@@ -3,6 +3,7 @@
  * bodies cut short, and statuses that say "later" (408, 429, 5xx).
  */
 import { OcibuildError } from '../errors.js';
+import { errorCode, isAbortError } from '../http/errors.js';
 import { HTTP_CONNECT_TIMEOUT, HTTP_HEADERS_TIMEOUT, HTTP_IDLE_TIMEOUT, HTTP_REQUEST_BODY_LENGTH } from '../http/client.js';
 
 const TRANSIENT_CODES = new Set([
@@ -43,20 +44,4 @@ export class TransientStatusError extends Error {
   }
 }
 
-export function errorCode(err: unknown, depth = 0): string | undefined {
-  if (depth > 4 || typeof err !== 'object' || err === null) return undefined;
-  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
-  if (typeof e.code === 'string') return e.code;
-  if (Array.isArray(e.errors)) {
-    for (const inner of e.errors) {
-      const c = errorCode(inner, depth + 1);
-      if (c) return c;
-    }
-  }
-  return errorCode(e.cause, depth + 1);
-}
-
-export function isAbortError(err: unknown): boolean {
-  const name = (err as { name?: unknown } | null)?.name;
-  return name === 'AbortError' || errorCode(err) === 'ABORT_ERR';
-}
+export { errorCode, isAbortError };
