@@ -404,3 +404,56 @@ test('a Docker schema2 image (as skopeo --format v2s2 pushes it) is pulled as it
   const [again] = await pushImage({ images: [pulled] }, [parseReference(`${reg.host}/docker/copy:1`)], { credentialOptions: creds });
   assert.equal(again?.digest, expected);
 });
+
+/** A registry front that rewrites manifest bodies on the way out (a broken proxy or registry). */
+async function manifestRewritingFront(upstream: string, rewrite: (body: Buffer, path: string) => Buffer): Promise<{ host: string; close(): void }> {
+  const front = createServer(async (req, res) => {
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host') headers[k] = v;
+    const up = await fetch(`${upstream}${req.url}`, { method: req.method, headers, redirect: 'manual' });
+    const out: Record<string, string> = {};
+    up.headers.forEach((v, k) => {
+      if (k !== 'content-length' && k !== 'transfer-encoding' && k !== 'connection' && k !== 'docker-content-digest') out[k] = v;
+    });
+    let body: Buffer = Buffer.from(await up.arrayBuffer());
+    if (req.method === 'GET' && /\/manifests\//.test(req.url ?? '')) body = rewrite(body, req.url ?? '');
+    res.writeHead(up.status, out).end(body);
+  });
+  await new Promise<void>((ok) => front.listen(0, '127.0.0.1', ok));
+  return { host: `127.0.0.1:${(front.address() as AddressInfo).port}`, close: () => front.close() };
+}
+
+test('bad registry answers: a manifest not matching its digest, a layer of unknown media type — errors, nothing stored', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-badman'), { tag: 'v1', content: 'bad manifests\n' });
+  await pushImage(await readLayoutImage(tiny.dir, 'v1'), [parseReference(`${reg.host}/bad/man:1`)], { credentialOptions: creds });
+
+  // Same JSON, other bytes (a space added): the digest no longer matches the reference.
+  const spaced = await manifestRewritingFront(reg.url, (b) => Buffer.concat([b, Buffer.from(' ')]));
+  try {
+    const store = new Store(await freshDir('store-badman'));
+    await assert.rejects(pullImage(parseReference(`${spaced.host}/bad/man@${tiny.manifestDigest}`), { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds }), (err: unknown) => {
+      assert.ok(err instanceof OcibuildError);
+      assert.match(err.message, new RegExp(`not the requested ${tiny.manifestDigest}`));
+      return true;
+    });
+    assert.equal(await store.has(tiny.manifestDigest), false);
+    assert.equal(await store.has(tiny.layerDigest), false);
+  } finally {
+    spaced.close();
+  }
+
+  const foreign = await manifestRewritingFront(reg.url, (b) => Buffer.from(b.toString('utf8').replace('application/vnd.oci.image.layer.v1.tar+gzip', 'application/vnd.example.unknown.layer')));
+  try {
+    const store = new Store(await freshDir('store-foreign'));
+    await assert.rejects(pullImage(parseReference(`${foreign.host}/bad/man:1`), { store, platform: { os: 'linux', architecture: 'amd64' }, credentialOptions: creds }), (err: unknown) => {
+      assert.ok(err instanceof OcibuildError);
+      assert.match(err.message, /layer of type application\/vnd\.example\.unknown\.layer/);
+      return true;
+    });
+    assert.equal(await store.has(tiny.layerDigest), false, 'no blob fetched for an image ocibuild cannot use');
+  } finally {
+    foreign.close();
+  }
+});
