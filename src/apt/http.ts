@@ -8,9 +8,6 @@ import { open as openFile, stat, truncate } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { OcibuildError } from '../errors.js';
 import {
-  HTTP_CONNECT_TIMEOUT,
-  HTTP_HEADERS_TIMEOUT,
-  HTTP_IDLE_TIMEOUT,
   request,
   type HttpResponse,
   type HttpSettings,
@@ -18,7 +15,7 @@ import {
   type ResponseBody,
 } from '../http/client.js';
 import type { BlobInfo, ExpectedBlob, Store } from '../store/store.js';
-import { errorCode, isAbortError } from '../http/errors.js';
+import { errorCode, isAbortError, TRANSIENT_NETWORK_CODES } from '../http/errors.js';
 
 export interface FetchOptions {
   signal?: AbortSignal;
@@ -275,20 +272,8 @@ async function* checkLength(body: Body, length: number | undefined): AsyncGenera
   }
 }
 
-const TRANSIENT_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENETDOWN',
-  HTTP_CONNECT_TIMEOUT,
-  HTTP_HEADERS_TIMEOUT,
-  HTTP_IDLE_TIMEOUT,
-]);
+// A mirror host that does not resolve may be a DNS hiccup: mirrors get another attempt.
+const TRANSIENT_CODES = new Set([...TRANSIENT_NETWORK_CODES, 'ENOTFOUND']);
 
 function classifyNetworkError(err: unknown): unknown {
   if (err instanceof OcibuildError || err instanceof Transient) return err;

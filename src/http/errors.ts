@@ -1,4 +1,20 @@
 /** Reading the code off a network error, wherever Node or src/http put it. */
+import { HTTP_CONNECT_TIMEOUT, HTTP_HEADERS_TIMEOUT, HTTP_IDLE_TIMEOUT } from './client.js';
+
+/** Codes of a connection that failed or broke: worth another attempt (mirrors and registries alike). */
+export const TRANSIENT_NETWORK_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  HTTP_CONNECT_TIMEOUT,
+  HTTP_HEADERS_TIMEOUT,
+  HTTP_IDLE_TIMEOUT,
+]);
 
 /** The first system (or src/http) code found on the error, its cause, or its AggregateError parts. */
 export function errorCode(err: unknown, depth = 0): string | undefined {

@@ -3,24 +3,11 @@
  * bodies cut short, and statuses that say "later" (408, 429, 5xx).
  */
 import { OcibuildError } from '../errors.js';
-import { errorCode, isAbortError } from '../http/errors.js';
-import { HTTP_CONNECT_TIMEOUT, HTTP_HEADERS_TIMEOUT, HTTP_IDLE_TIMEOUT, HTTP_REQUEST_BODY_LENGTH } from '../http/client.js';
+import { errorCode, isAbortError, TRANSIENT_NETWORK_CODES } from '../http/errors.js';
+import { HTTP_REQUEST_BODY_LENGTH } from '../http/client.js';
 
-const TRANSIENT_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENETDOWN',
-  HTTP_CONNECT_TIMEOUT,
-  HTTP_HEADERS_TIMEOUT,
-  HTTP_IDLE_TIMEOUT,
-  // A replayed upload stream that came out short (or long): the next attempt opens a fresh one.
-  HTTP_REQUEST_BODY_LENGTH,
-]);
+// A replayed upload stream that came out short (or long): the next attempt opens a fresh one.
+const TRANSIENT_CODES = new Set([...TRANSIENT_NETWORK_CODES, HTTP_REQUEST_BODY_LENGTH]);
 
 /** A failure worth replaying: the connection broke, or a body arrived cut short. */
 export function isTransientError(err: unknown): boolean {
