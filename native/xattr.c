@@ -9,6 +9,7 @@
 #define NAPI_VERSION 6
 #define _GNU_SOURCE
 #include <node_api.h>
+#include "napi-util.h"
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,25 +19,6 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
-
-#define CHECK(env, call)                                                   \
-  do {                                                                     \
-    if ((call) != napi_ok) {                                               \
-      throw_last(env, #call);                                              \
-      return NULL;                                                         \
-    }                                                                      \
-  } while (0)
-
-static void throw_last(napi_env env, const char *what) {
-  bool pending = false;
-  napi_is_exception_pending(env, &pending);
-  if (pending) return;
-  const napi_extended_error_info *info = NULL;
-  napi_get_last_error_info(env, &info);
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s failed: %s", what, info && info->error_message ? info->error_message : "unknown N-API error");
-  napi_throw_error(env, NULL, msg);
-}
 
 // Throws `syscall: strerror (path)` with errno, syscall and path as properties.
 static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
@@ -81,6 +63,19 @@ static char *string_arg(napi_env env, napi_value value, const char *what) {
     return NULL;
   }
   return s;
+}
+
+// argv[0] and argv[1] as the path and attribute name; false (exception thrown,
+// nothing left allocated) when either is not a string.
+static bool path_and_name(napi_env env, napi_value *argv, char **path, char **name) {
+  *path = string_arg(env, argv[0], "path");
+  if (!*path) return false;
+  *name = string_arg(env, argv[1], "name");
+  if (!*name) {
+    free(*path);
+    return false;
+  }
+  return true;
 }
 
 static bool args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
@@ -153,13 +148,8 @@ static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
 static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!args(env, info, 2, argv)) return NULL;
-  char *path = string_arg(env, argv[0], "path");
-  if (!path) return NULL;
-  char *name = string_arg(env, argv[1], "name");
-  if (!name) {
-    free(path);
-    return NULL;
-  }
+  char *path, *name;
+  if (!path_and_name(env, argv, &path, &name)) return NULL;
   char *buf = NULL;
   ssize_t n;
   for (;;) {
@@ -233,13 +223,8 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
     CHECK(env, napi_typeof(env, argv[3], &vt));
     if (vt != napi_undefined) CHECK(env, napi_get_value_int32(env, argv[3], &flags));
   }
-  char *path = string_arg(env, argv[0], "path");
-  if (!path) return NULL;
-  char *name = string_arg(env, argv[1], "name");
-  if (!name) {
-    free(path);
-    return NULL;
-  }
+  char *path, *name;
+  if (!path_and_name(env, argv, &path, &name)) return NULL;
   int rc = lsetxattr(path, name, length > 0 ? data : "", length, flags);
   int err = errno;
   free(name);
@@ -256,13 +241,8 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
 static napi_value js_lremovexattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!args(env, info, 2, argv)) return NULL;
-  char *path = string_arg(env, argv[0], "path");
-  if (!path) return NULL;
-  char *name = string_arg(env, argv[1], "name");
-  if (!name) {
-    free(path);
-    return NULL;
-  }
+  char *path, *name;
+  if (!path_and_name(env, argv, &path, &name)) return NULL;
   int rc = lremovexattr(path, name);
   int err = errno;
   free(name);

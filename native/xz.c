@@ -11,6 +11,7 @@
 #define _DEFAULT_SOURCE // MAP_ANONYMOUS, MADV_HUGEPAGE under -std=c11
 #define NAPI_VERSION 6
 #include <node_api.h>
+#include "napi-util.h"
 #include <lzma.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,25 +35,6 @@ typedef struct {
   lzma_action action;
   lzma_ret ret;
 } Decoder;
-
-#define CHECK(env, call)                                                   \
-  do {                                                                     \
-    if ((call) != napi_ok) {                                               \
-      throw_last(env, #call);                                              \
-      return NULL;                                                         \
-    }                                                                      \
-  } while (0)
-
-static void throw_last(napi_env env, const char *what) {
-  bool pending = false;
-  napi_is_exception_pending(env, &pending);
-  if (pending) return;
-  const napi_extended_error_info *info = NULL;
-  napi_get_last_error_info(env, &info);
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s failed: %s", what, info && info->error_message ? info->error_message : "unknown N-API error");
-  napi_throw_error(env, NULL, msg);
-}
 
 static const char *ret_name(lzma_ret ret) {
   switch (ret) {
