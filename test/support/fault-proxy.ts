@@ -5,8 +5,9 @@
 // run is repeatable. Absolute `Location` headers pointing at the upstream are rewritten
 // to the proxy so that uploads keep going through it.
 import { createHash } from 'node:crypto';
-import { Agent, createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { Agent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { listenOnFreePort } from './http.js';
 
 export type Fault =
   /** Answered by the proxy, the upstream never sees the request (its body is read first). */
@@ -336,17 +337,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     });
   };
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
-      res.end(String(err));
-    });
-  });
-  await new Promise<void>((ok, fail) => {
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => ok());
-  });
-  const { port } = server.address() as AddressInfo;
+  const { server, port } = await listenOnFreePort(handle);
   proxyOrigin = `http://127.0.0.1:${port}`;
 
   return {

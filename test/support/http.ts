@@ -1,7 +1,7 @@
 // A static file server on 127.0.0.1 for tests, with faults that can be switched on per
 // path: error statuses, truncated bodies, reset connections and slow headers.
 import { readFile, stat } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve, sep } from 'node:path';
 
@@ -127,18 +127,7 @@ export async function serveDirectory(dir: string): Promise<TestServer> {
     finish(req, res, path, status, headers, body);
   };
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      requests.push({ method: req.method ?? '', path: req.url ?? '', status: 500 });
-      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
-      res.end(String(err));
-    });
-  });
-  await new Promise<void>((ok, fail) => {
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => ok());
-  });
-  const { port } = server.address() as AddressInfo;
+  const { server, port } = await listenOnFreePort(handle, (req) => requests.push({ method: req.method ?? '', path: req.url ?? '', status: 500 }));
 
   return {
     url: `http://127.0.0.1:${port}`,
@@ -154,4 +143,26 @@ export async function serveDirectory(dir: string): Promise<TestServer> {
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * An HTTP server on a free 127.0.0.1 port running an async handler; a handler that
+ * throws answers 500 with the error's text (after `onError`, for request logs).
+ */
+export async function listenOnFreePort(
+  handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+  onError?: (req: IncomingMessage) => void,
+): Promise<{ server: Server; port: number }> {
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      onError?.(req);
+      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
+      res.end(String(err));
+    });
+  });
+  await new Promise<void>((ok, fail) => {
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => ok());
+  });
+  return { server, port: (server.address() as AddressInfo).port };
 }

@@ -9,8 +9,8 @@
 // The certificate is self-signed and written here as DER: node:crypto signs but cannot
 // issue certificates, and openssl's CLI is not on a minimal Debian.
 import { createHash, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { listenOnFreePort } from './http.js';
 
 export type TokenAlgorithm = 'ES256' | 'RS256';
 
@@ -354,17 +354,7 @@ export async function startTokenServer(options: TokenServerOptions = {}): Promis
     return reply(405, { error: 'method_not_allowed' }, { Allow: 'GET, POST' });
   };
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
-      res.end(String(err));
-    });
-  });
-  await new Promise<void>((ok, fail) => {
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => ok());
-  });
-  const { port } = server.address() as AddressInfo;
+  const { server, port } = await listenOnFreePort(handle);
   const url = `http://127.0.0.1:${port}`;
 
   return {
