@@ -14,16 +14,19 @@ import { pipeline } from 'node:stream/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { OcibuildError, EXIT_USAGE, usageError } from '../errors.js';
-import type { ImageSpec, Platform } from '../spec/types.js';
+import type { ImageSpec, Platform, SandboxChoiceSpec } from '../spec/types.js';
+import type { OutputHandler } from '../sandbox/process.js';
+import type { RunConfig } from '../sandbox/run-step.js';
+import { runLayer } from './run-layer.js';
+import { checkCanRun } from './platform-exec.js';
 import { debianArch, formatPlatform, samePlatform } from '../spec/platform.js';
 import { annotationProblem, revisionProblem, sourceProblem } from '../spec/annotations.js';
 import type { Store } from '../store/store.js';
 import { parseLockfile, inputsDigest, type LockEntry } from '../apt/lockfile.js';
-import { fetchDebs, type FetchedDeb, type ProgressEvent } from '../store/fetch-debs.js';
-import { writeLayer } from '../layer/write-layer.js';
+import { fetchDebs, type FetchedDeb } from '../store/fetch-debs.js';
 import type { LayerEntry } from '../layer/entry.js';
 import { fileContent } from '../layer/content.js';
-import { buildImage, storeLayer, type ImageConfigInput, type Layer } from '../oci/image.js';
+import { buildImage, type ImageConfigInput, type Layer } from '../oci/image.js';
 import { buildIndex, topDescriptor, type BuiltArtifact } from '../oci/index.js';
 import { imageAnnotations } from '../oci/annotations.js';
 import { indexOutputError, indexUnsupported, parseOutput, writeOutput } from '../oci/output.js';
@@ -36,26 +39,11 @@ import { formatReference, type ImageReference } from '../registry/reference.js';
 import type { TransportOptions } from '../registry/transport.js';
 import { BaseImages, baseReference, configOverBase, type BaseImage } from './base.js';
 import { buildInputFiles, depfileTarget, formatDepfile } from './depfile.js';
+import { cachedLayer, stepKey, writeAndCache, type Compression } from './layer-cache.js';
+import { SILENT, type BuildReporter } from './reporter.js';
 
-export type Compression = 'gzip' | 'zstd';
-
-/**
- * What a build reports while it works; the CLI's progress display is one. Every
- * method is optional to call in any order the build needs: downloads come in
- * batches (one per platform), each layer written is a phase.
- */
-export interface BuildReporter {
-  /** A download batch: how many .debs the lock holds, their total size, and for which platform when there are several. */
-  beginDownloads(count: number, bytes: number, label?: string): void;
-  download(ev: ProgressEvent): void;
-  endDownloads(): void;
-  /** A layer is being written; `totalBytes` is the size of the file contents going into it. */
-  phase(label: string, totalBytes?: number): void;
-  /** Bytes of the layer blob (compressed, as stored) written so far in this phase. */
-  phaseBytes(bytes: number): void;
-  /** The layer is written; `detail` says what came out (its digest). A failed write is never ended. */
-  endPhase(detail?: string): void;
-}
+export type { Compression } from './layer-cache.js';
+export type { BuildReporter } from './reporter.js';
 
 export interface BuildOptions {
   store: Store;
@@ -89,6 +77,10 @@ export interface BuildOptions {
   source?: string;
   /** org.opencontainers.image.revision: an identifier, or 'git' for the spec checkout's HEAD. */
   revision?: string;
+  /** Which sandbox runs `run:` and `install: dpkg` (default: the spec's `sandbox:`). */
+  sandbox?: SandboxChoiceSpec;
+  /** Gets what sandboxed steps print, as it comes (default: nothing; a failure still shows its tail). */
+  onStepOutput?: OutputHandler;
   insecureNoVerify?: boolean;
   ignoreValidUntil?: boolean;
   log?: (line: string) => void;
@@ -114,15 +106,6 @@ export interface BuildResult {
   /** One per platform, in the order built (the index's order). */
   images: BuiltPlatformImage[];
 }
-
-const SILENT: BuildReporter = {
-  beginDownloads: () => {},
-  download: () => {},
-  endDownloads: () => {},
-  phase: () => {},
-  phaseBytes: () => {},
-  endPhase: () => {},
-};
 
 /** The layers one platform contributes before the shared ones, and its default date. */
 interface PlatformPart {
@@ -231,6 +214,31 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
     }
     const sde = explicitSde ?? (dates.length > 0 ? Math.max(...dates) : 0);
 
+    // The RUN layer: on each platform's own rootfs (base + apt layer), so one per platform.
+    if (spec.run) {
+      for (const [i, part] of parts.entries()) {
+        await checkCanRun(part.platform, spec.run.where);
+        const suffix = platforms.length > 1 ? ` for ${formatPlatform(part.platform)}` : '';
+        const layer = await runLayer({
+          store: opts.store,
+          run: spec.run,
+          below: part.layers,
+          config: runConfig(spec, part.base),
+          sandbox: opts.sandbox ?? spec.sandbox,
+          compression,
+          sourceDateEpoch: sde,
+          workDir: path.join(workDir, `run-${i}`),
+          label: `run layer${suffix}`,
+          where: spec.run.where,
+          progress,
+          log,
+          ...(opts.onStepOutput ? { onOutput: opts.onStepOutput } : {}),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        });
+        part.layers.push(layer.layer);
+      }
+    }
+
     // The files layer has no architecture: one layer, shared by every platform's image.
     const shared: Layer[] = [];
     if (spec.files.length > 0) {
@@ -310,6 +318,25 @@ function imageConfig(spec: ImageSpec, platform: Platform, created: Date): ImageC
   };
 }
 
+/**
+ * What a RUN step inherits: the base's Env with the spec's config.env over it, and the
+ * base's WorkingDir and User (the spec's are the runtime's; see run-layer.ts).
+ */
+function runConfig(spec: ImageSpec, base: BaseImage | undefined): RunConfig {
+  const c = base?.image.configDoc.config ?? {};
+  const env = new Map<string, string>();
+  for (const e of c.Env ?? []) {
+    const i = e.indexOf('=');
+    env.set(i < 0 ? e : e.slice(0, i), i < 0 ? '' : e.slice(i + 1));
+  }
+  for (const [k, v] of Object.entries(spec.config.env)) env.set(k, v);
+  return {
+    Env: [...env].map(([k, v]) => `${k}=${v}`),
+    ...(c.WorkingDir ? { WorkingDir: c.WorkingDir } : {}),
+    ...(c.User ? { User: c.User } : {}),
+  };
+}
+
 /** fetchDebs keys an entry `package:arch` when the lock holds that name for several architectures. */
 function debPath(debs: Map<string, FetchedDeb>, e: LockEntry): string {
   const deb = debs.get(`${e.package}:${e.architecture}`) ?? debs.get(e.package);
@@ -322,12 +349,6 @@ function checkSupported(spec: ImageSpec): void {
     throw new OcibuildError('install: dpkg runs maintainer scripts in a sandbox, which this version cannot do yet', {
       where: spec.path,
       hint: 'use install: unpack (files and the dpkg database, no maintainer scripts)',
-    });
-  }
-  if (spec.run.length > 0) {
-    throw new OcibuildError('run: needs a sandbox (bubblewrap or systemd-nspawn), which this version cannot drive yet', {
-      where: spec.path,
-      hint: 'remove the run: lines for now',
     });
   }
 }
@@ -413,74 +434,6 @@ function envEpoch(): number | undefined {
     throw new OcibuildError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, not ${JSON.stringify(v)}`, { exitCode: EXIT_USAGE });
   }
   return Number(v);
-}
-
-function stepKey(kind: string, inputs: unknown): string {
-  return createHash('sha256').update(kind).update('\0').update(JSON.stringify(inputs)).digest('hex');
-}
-
-interface CachedLayer {
-  layer: Layer;
-  sde: number;
-}
-
-const LAYER_CACHE = 'layers-v1';
-
-async function cachedLayer(store: Store, key: string, createdBy: string): Promise<CachedLayer | undefined> {
-  const data = await store.readCacheFile(LAYER_CACHE, key);
-  if (!data) return undefined;
-  try {
-    const d = JSON.parse(data.toString('utf8')) as { digest: string; diffId: string; size: number; mediaType: string; sde: number };
-    if (!(await store.has(d.digest))) return undefined;
-    return { layer: storeLayer(store, { ...d, history: { createdBy } }), sde: d.sde };
-  } catch {
-    return undefined;
-  }
-}
-
-async function writeAndCache(
-  store: Store,
-  key: string,
-  entries: LayerEntry[],
-  compression: Compression,
-  sde: number,
-  createdBy: string,
-  label: string,
-  progress: BuildReporter,
-  signal?: AbortSignal,
-): Promise<CachedLayer> {
-  progress.phase(label, entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0));
-  // A failed write leaves the phase open: the error says what happened, not a "wrote" line.
-  const written = await writeLayer(entries, {
-    store: countingStore(store, (n) => progress.phaseBytes(n)),
-    compression,
-    sourceDateEpoch: sde,
-    ...(signal ? { signal } : {}),
-  });
-  progress.endPhase(written.digest);
-  await store.writeCacheFile(LAYER_CACHE, key, Buffer.from(JSON.stringify({ ...written, sde })));
-  return { layer: storeLayer(store, { ...written, history: { createdBy } }), sde };
-}
-
-/**
- * The store, with the bytes of each blob counted as they go in: the progress of a
- * layer write, measured at the end of the writer's pipeline so that its own fast
- * paths for file contents stay as they are.
- */
-function countingStore(store: Store, onBytes: (n: number) => void): Store {
-  const counting = Object.create(store) as Store;
-  counting.putStream = (src, expect, where, signal) => {
-    let n = 0;
-    const counted = (async function* () {
-      for await (const chunk of src as AsyncIterable<Uint8Array>) {
-        n += chunk.length;
-        onBytes(n);
-        yield chunk;
-      }
-    })();
-    return store.putStream(counted, expect, where, signal);
-  };
-  return counting;
 }
 
 /**

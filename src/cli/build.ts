@@ -3,7 +3,8 @@ import { usageError } from '../errors.js';
 import { loadSpec } from '../spec/parse.js';
 import { formatPlatform, parsePlatform, samePlatform } from '../spec/platform.js';
 import { annotationProblem, REVISION_KEY, SOURCE_KEY } from '../spec/annotations.js';
-import type { Platform } from '../spec/types.js';
+import type { Platform, SandboxChoiceSpec } from '../spec/types.js';
+import type { OutputHandler } from '../sandbox/process.js';
 import { Store } from '../store/store.js';
 import { buildFromSpec, type Compression } from '../build/build.js';
 import { createProgress } from './progress.js';
@@ -22,6 +23,7 @@ export interface BuildCliOptions extends RegistryCliOptions {
   compression: string;
   sourceDateEpoch?: string;
   mergedUsr: boolean;
+  sandbox?: string;
   digestFile?: string;
   depfile?: string;
   annotation?: string[];
@@ -48,6 +50,9 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   const push = opts.push && opts.push.length > 0 ? parsePushReferences(opts.push, '--push') : undefined;
   if (opts.output === undefined && !push) throw usageError('give --output DEST and/or --push REF', undefined, 'e.g. --output oci:out:latest or --push registry.example.com/team/app:1.0');
   if (opts.metadataFile && !push) throw usageError('--metadata-file describes a push; give --push REF too');
+  if (opts.sandbox !== undefined && !['auto', 'bwrap', 'nspawn'].includes(opts.sandbox)) {
+    throw usageError(`--sandbox must be auto, bwrap or nspawn, not ${JSON.stringify(opts.sandbox)}`);
+  }
   const registry = await registryOptions(opts);
   const spec = await loadSpec(opts.file);
   const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
@@ -66,6 +71,8 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       compression: opts.compression as Compression,
       ...(sde !== undefined ? { sourceDateEpoch: sde } : {}),
       mergedUsr: opts.mergedUsr,
+      ...(opts.sandbox !== undefined ? { sandbox: opts.sandbox as SandboxChoiceSpec } : {}),
+      ...(opts.quiet ? {} : { onStepOutput: stepOutputPrinter((line) => progress.line(`  | ${line}`)) }),
       ...(opts.digestFile ? { digestFile: path.resolve(opts.digestFile) } : {}),
       ...(opts.depfile ? { depfile: path.resolve(opts.depfile) } : {}),
       ...(opts.depfile ? depfileTargetOption(opts) : {}),
@@ -88,6 +95,22 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   } finally {
     progress.done();
   }
+}
+
+/** A sandboxed step's output as whole lines (stdout and stderr each buffered to its newline). */
+function stepOutputPrinter(print: (line: string) => void): OutputHandler {
+  const pending = { stdout: '', stderr: '' };
+  return (chunk, stream) => {
+    const text = pending[stream] + chunk.toString('utf8');
+    const lines = text.split('\n');
+    pending[stream] = lines.pop() ?? '';
+    // A runaway line without newlines is printed in pieces rather than held forever.
+    if (pending[stream].length > 4096) {
+      lines.push(pending[stream]);
+      pending[stream] = '';
+    }
+    for (const l of lines) print(l.replace(/\r$/, ''));
+  };
 }
 
 /** The depfile's target as written on the command line: --digest-file, else the output. */

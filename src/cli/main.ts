@@ -62,6 +62,7 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .option('--compression <gzip|zstd>', 'layer compression (zstd layers need OCI-aware consumers)', 'gzip')
     .option('--source-date-epoch <seconds>', 'timestamp for files and the image (default: $SOURCE_DATE_EPOCH, else the newest date in the packages)')
     .option('--no-merged-usr', 'do not link bin, sbin and lib* into usr/')
+    .option('--sandbox <auto|bwrap|nspawn>', 'what runs run: and install: dpkg (default: the spec\'s sandbox:, else auto: bwrap when usable)')
     .option('--digest-file <file>', 'write the digest of the output (the manifest, or the image index) to this file')
     .option('--depfile <file>', 'write a Make/Ninja depfile: every input file the build read (target: the digest file, else the output)')
     .option('--annotation <key=value>', 'add a manifest annotation (repeatable); wins over the spec\'s annotations:', appendValue, [])

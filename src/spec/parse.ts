@@ -7,9 +7,16 @@ import { DEFAULT_PLATFORM, debianArch, formatPlatform, parsePlatform, samePlatfo
 import { knownReleases, presetRelease, sourcesPreset, type PresetKind } from './presets.js';
 import type {
   AptSection, AptSource, FileEntry, ImageConfigSpec, ImageSpec, InstallMode, PackageRequest, Platform,
+  RunCache, RunSecret, RunSection, SandboxChoiceSpec,
 } from './types.js';
 
-const TOP_KEYS = ['from', 'apt', 'run', 'files', 'config', 'annotations', 'platforms', 'ubuntu_version', 'debian_version', 'apt_dependencies'];
+const TOP_KEYS = ['from', 'apt', 'run', 'files', 'config', 'annotations', 'platforms', 'sandbox', 'network', 'ubuntu_version', 'debian_version', 'apt_dependencies'];
+const RUN_KEYS = ['commands', 'network', 'user', 'workdir', 'env', 'secrets', 'cache'];
+const RUN_MOVED: Readonly<Record<string, string>> = { sandbox: 'the top level (it applies to every sandboxed step)' };
+const SECRET_KEYS = ['id', 'src', 'env'];
+const CACHE_KEYS = ['target', 'id'];
+// Secret and cache ids name a file or directory: no slashes, no dot names.
+const MOUNT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const APT_KEYS = ['sources', 'packages', 'install', 'recommends', 'lockfile'];
 const SOURCE_KEYS = ['url', 'suites', 'components', 'keyring'];
 const FILE_KEYS = ['src', 'dest', 'mode', 'uid', 'gid'];
@@ -228,13 +235,15 @@ export function parseSpec(text: string, file: string): ImageSpec {
     path: file,
     dir,
     from: from.ref,
-    run: parseRun(r, top.get('run')),
+    sandbox: parseSandbox(r, top.get('sandbox')),
     files: parseFiles(r, top.get('files'), dir),
     config: parseConfig(r, top.get('config')),
     annotations: parseAnnotations(r, top.get('annotations')),
     platforms,
   };
   if (apt) spec.apt = apt;
+  const run = parseRun(r, top.get('run'), top.get('network'), dir);
+  if (run) spec.run = run;
   checkLockfilePerArch(r, apt, top, platforms);
   return spec;
 }
@@ -527,11 +536,123 @@ function nonEmptyNames(r: Reader, m: Entries, item: Node, label: string, key: st
   return names;
 }
 
-function parseRun(r: Reader, entry: Entry | undefined): string[] {
-  if (!entry) return [];
+/**
+ * `run:` as a list of commands (or one string), or as a mapping with `commands:` and
+ * the step's options. Top-level `network:` is the default of `run.network`.
+ */
+function parseRun(r: Reader, entry: Entry | undefined, networkEntry: Entry | undefined, dir: string): RunSection | undefined {
+  const network = networkEntry ? r.boolean(networkEntry.value, 'network') : false;
+  if (!entry) return undefined;
   const node = entry.value;
-  if (isScalar(node) && typeof node.value === 'string') return [node.value];
-  return r.stringList(node, 'run', 'commands', 'run: ["useradd --system app"]');
+  const where = r.where(entry.key);
+  const example = 'run: ["useradd --system app"]';
+  if (isScalar(node) && typeof node.value === 'string') return nonEmptyRun({ commands: [node.value], network, env: {}, secrets: [], caches: [], where });
+  if (!isMap(node)) return nonEmptyRun({ commands: r.stringList(node, 'run', 'commands', example), network, env: {}, secrets: [], caches: [], where });
+  const m = r.map(node, 'run', RUN_KEYS, RUN_MOVED);
+  const commandsEntry = m.get('commands');
+  if (!commandsEntry) r.fail(node, 'run: missing key commands', 'add commands: ["useradd --system app"] (the lines run by /bin/sh -c with set -e)');
+  const cmdNode = commandsEntry.value;
+  const commands = isScalar(cmdNode) && typeof cmdNode.value === 'string' ? [cmdNode.value] : r.stringList(cmdNode, 'run.commands', 'commands', example);
+  const run: RunSection = { commands, network, env: {}, secrets: [], caches: [], where };
+  const net = m.get('network');
+  if (net) run.network = r.boolean(net.value, 'run.network');
+  const user = m.get('user');
+  if (user) run.user = r.text(user.value, 'run.user', 'write user: name, uid or uid:gid');
+  const workdir = m.get('workdir');
+  if (workdir) {
+    const w = r.nonEmptyString(workdir.value, 'run.workdir', 'write an absolute path, e.g. workdir: /src');
+    if (!w.startsWith('/')) r.fail(workdir.value, `run.workdir: "${w}" must be an absolute path`, `write /${w}`);
+    run.workdir = w;
+  }
+  const env = m.get('env');
+  if (env) {
+    run.env = stringMap(r, env.value, 'run.env', (k, key) => {
+      if (k === '' || k.includes('=')) r.fail(key, `run.env: invalid variable name "${k}"`, 'environment variable names cannot be empty or contain "="');
+    });
+  }
+  const secrets = m.get('secrets');
+  if (secrets) run.secrets = parseSecrets(r, secrets.value, dir);
+  const cache = m.get('cache');
+  if (cache) run.caches = parseCaches(r, cache.value);
+  return nonEmptyRun(run);
+}
+
+/** A `run:` without commands is no step at all. */
+function nonEmptyRun(run: RunSection): RunSection | undefined {
+  return run.commands.length > 0 ? run : undefined;
+}
+
+function parseSecrets(r: Reader, node: Node | null, dir: string): RunSecret[] {
+  const example = 'secrets: [{id: netrc, src: ~/.netrc}, {id: token, env: API_TOKEN}]';
+  const seen = new Map<string, Node>();
+  return r.list(node, 'run.secrets', 'secrets', example).map((item, i) => {
+    const label = `run.secrets[${i}]`;
+    const m = r.map(item, label, SECRET_KEYS);
+    const idEntry = m.get('id');
+    if (!idEntry) r.fail(item, `${label}: missing key id`, 'add id: NAME (the step reads /run/secrets/NAME)');
+    const id = r.nonEmptyString(idEntry.value, `${label}.id`, 'write a name, e.g. id: netrc');
+    if (!MOUNT_ID.test(id)) r.fail(idEntry.value, `${label}.id: "${id}" is not a valid secret name`, 'use letters, digits, _ . - (it becomes /run/secrets/NAME)');
+    const first = seen.get(id);
+    if (first) r.fail(idEntry.value, `${label}: secret ${id} is listed twice (first on line ${r.line(first)})`, 'give each secret its own id');
+    seen.set(id, idEntry.value ?? item);
+    const src = m.get('src');
+    const env = m.get('env');
+    if ((src === undefined) === (env === undefined)) {
+      r.fail(item, `${label}: give exactly one of src (a file) or env (an environment variable of ocibuild)`, example);
+    }
+    const secret: RunSecret = { id, where: r.where(item) };
+    if (src) {
+      const file = r.nonEmptyString(src.value, `${label}.src`, 'write a path relative to the spec file, or ~/...');
+      secret.file = file.startsWith('~/') ? path.join(process.env.HOME ?? '/', file.slice(2)) : path.resolve(dir, file);
+    }
+    if (env) {
+      const name = r.nonEmptyString(env.value, `${label}.env`, 'write the variable name, e.g. env: API_TOKEN');
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) r.fail(env.value, `${label}.env: "${name}" is not an environment variable name`, 'write a name like API_TOKEN');
+      secret.env = name;
+    }
+    return secret;
+  });
+}
+
+function parseCaches(r: Reader, node: Node | null): RunCache[] {
+  const example = 'cache: [/root/.cache/pip, {target: /var/cache/apt, id: apt}]';
+  const seen = new Map<string, Node>();
+  return r.list(node, 'run.cache', 'cache directories', example).map((item, i) => {
+    const label = `run.cache[${i}]`;
+    let target: string;
+    let id: string | undefined;
+    let targetNode: Node | null = item;
+    if (isScalar(item)) {
+      target = r.nonEmptyString(item, label, 'write an absolute path, e.g. /root/.cache/pip');
+    } else {
+      const m = r.map(item, label, CACHE_KEYS);
+      const t = m.get('target');
+      if (!t) r.fail(item, `${label}: missing key target`, 'add target: an absolute path in the sandbox, e.g. /root/.cache/pip');
+      targetNode = t.value;
+      target = r.nonEmptyString(t.value, `${label}.target`, 'write an absolute path, e.g. /root/.cache/pip');
+      const idEntry = m.get('id');
+      if (idEntry) {
+        id = r.nonEmptyString(idEntry.value, `${label}.id`, 'write a name, e.g. id: pip');
+        if (!MOUNT_ID.test(id)) r.fail(idEntry.value, `${label}.id: "${id}" is not a valid cache name`, 'use letters, digits, _ . -');
+      }
+    }
+    if (!target.startsWith('/')) r.fail(targetNode, `${label}: "${target}" must be an absolute path`, `write /${target}`);
+    const normal = path.posix.normalize(target).replace(/\/+$/, '') || '/';
+    if (normal === '/' || normal.split('/').includes('..')) r.fail(targetNode, `${label}: "${target}" cannot be a cache directory`, 'name a directory below /, e.g. /root/.cache/pip');
+    const first = seen.get(normal);
+    if (first) r.fail(targetNode, `${label}: ${normal} is listed twice (first on line ${r.line(first)})`, 'mount each cache directory once');
+    seen.set(normal, targetNode ?? item);
+    return { target: normal, id: id ?? `path${normal.replace(/[^A-Za-z0-9_.-]/g, '_')}` };
+  });
+}
+
+function parseSandbox(r: Reader, entry: Entry | undefined): SandboxChoiceSpec {
+  if (!entry) return 'auto';
+  const v = r.string(entry.value, 'sandbox', 'write sandbox: bwrap, nspawn or auto');
+  if (v !== 'auto' && v !== 'bwrap' && v !== 'nspawn') {
+    r.fail(entry.value, `sandbox: unknown sandbox "${v}"`, 'bwrap (bubblewrap, also without root), nspawn (systemd-nspawn, as root) or auto');
+  }
+  return v;
 }
 
 function parseFiles(r: Reader, entry: Entry | undefined, dir: string): FileEntry[] {

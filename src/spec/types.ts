@@ -44,6 +44,42 @@ export interface FileEntry {
   gid?: number;
 }
 
+/** A secret a RUN step reads at `/run/secrets/<id>`: never in a layer, in cache keys only by digest. */
+export interface RunSecret {
+  id: string;
+  /** Absolute path of the file holding it. */
+  file?: string;
+  /** Or the environment variable of the ocibuild process holding it. */
+  env?: string;
+  /** Where it was written, for messages ("image.yaml:7:5"). */
+  where: string;
+}
+
+/** A directory kept between builds in the store and mounted writable at `target`; never in a layer. */
+export interface RunCache {
+  /** Absolute path inside the sandbox. */
+  target: string;
+  /** Which store cache directory: the same id shares it between specs (default: the target). */
+  id: string;
+}
+
+export type SandboxChoiceSpec = 'auto' | 'bwrap' | 'nspawn';
+
+/** The spec's `run:`: all commands in one sandboxed step, one layer. */
+export interface RunSection {
+  commands: string[];
+  /** Network off unless true. */
+  network: boolean;
+  /** Overrides of the image config for this step only. */
+  user?: string;
+  workdir?: string;
+  env: Record<string, string>;
+  secrets: RunSecret[];
+  caches: RunCache[];
+  /** Where `run:` is, for messages ("image.yaml:12:1"). */
+  where: string;
+}
+
 export interface ImageConfigSpec {
   env: Record<string, string>;
   entrypoint?: string[];
@@ -68,7 +104,10 @@ export interface ImageSpec {
   /** A registry reference or "scratch". */
   from: string;
   apt?: AptSection;
-  run: string[];
+  /** `run:`, when it has commands. */
+  run?: RunSection;
+  /** Which sandbox runs `run:` and `install: dpkg` (default auto: bwrap when usable, else nspawn). */
+  sandbox: SandboxChoiceSpec;
   files: FileEntry[];
   config: ImageConfigSpec;
   /** Manifest annotations from `annotations:` (validated; never the keys ocibuild sets itself). */

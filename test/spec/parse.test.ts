@@ -74,7 +74,7 @@ test('the full example parses into a normalized ImageSpec', () => {
   assert.equal(spec.apt?.lockfile, '/work/proj/locks/Packages-{suite}-{arch}.lock');
   assert.equal(spec.apt?.preset, undefined);
   assert.equal(spec.apt?.presetKind, undefined);
-  assert.deepEqual(spec.run, ['useradd --system app']);
+  assert.deepEqual(spec.run?.commands, ['useradd --system app']);
   assert.deepEqual(spec.files, [
     { src: '/work/proj/build/server', dest: '/usr/local/bin/server', mode: 0o755 },
     { src: '/work/proj/etc/app.conf', dest: '/etc/app.conf', mode: 0o644, uid: 0, gid: 1000 },
@@ -97,7 +97,7 @@ test('the full example parses into a normalized ImageSpec', () => {
 test('defaults: no apt section, one linux/amd64 platform, empty config', () => {
   const spec = parseSpec('from: docker.io/library/alpine:3.20\n', FILE);
   assert.equal(spec.apt, undefined);
-  assert.deepEqual(spec.run, []);
+  assert.equal(spec.run, undefined);
   assert.deepEqual(spec.files, []);
   assert.deepEqual(spec.config, { env: {}, labels: {}, expose: [] });
   assert.deepEqual(spec.platforms, [{ os: 'linux', architecture: 'amd64' }]);
@@ -116,7 +116,7 @@ test("the seed's form: ubuntu_version + apt_dependencies", () => {
   assert.equal(spec.apt?.presetVersion, '22.04');
   assert.deepEqual(spec.apt?.packages.map((p) => p.name), ['python3', 'curl']);
   assert.equal(spec.apt?.packages[0]?.where, `${FILE}:2:20`);
-  assert.deepEqual(spec.run, ['useradd app']);
+  assert.deepEqual(spec.run?.commands, ['useradd app']);
 });
 
 test('an unquoted ubuntu_version keeps its written digits (24.10 is not 24.1)', () => {
@@ -177,7 +177,7 @@ test('install, recommends and a single-string run', () => {
   const spec = parseSpec('from: debian:12\napt: {packages: [curl], install: unpack, recommends: true}\nrun: "echo hi"\n', FILE);
   assert.equal(spec.apt?.install, 'unpack');
   assert.equal(spec.apt?.recommends, true);
-  assert.deepEqual(spec.run, ['echo hi']);
+  assert.deepEqual(spec.run?.commands, ['echo hi']);
 });
 
 test('YAML anchors and aliases are followed', () => {
@@ -192,7 +192,7 @@ test('YAML anchors and aliases are followed', () => {
   ].join('\n');
   const spec = parseSpec(yaml, FILE);
   assert.deepEqual(spec.config.env, { A: 'hello', B: 'hello' });
-  assert.deepEqual(spec.run, ['curl', 'wget']);
+  assert.deepEqual(spec.run?.commands, ['curl', 'wget']);
 });
 
 test('malformed YAML reports the parser position', () => {
@@ -413,4 +413,49 @@ test('apt.lockfile without {arch} cannot serve several architectures', () => {
   assert.equal(parseSpec(`${base}platforms: [linux/amd64]\n`, FILE).apt?.lockfile, '/work/proj/locks/busybox.lock');
   assert.equal(parseSpec(`${base}platforms: [linux/amd64, linux/amd64/v3]\n`, FILE).platforms.length, 2);
   assert.equal(parseSpec(base.replace('busybox.lock', 'busybox-{arch}.lock') + 'platforms: [linux/amd64, linux/arm64]\n', FILE).platforms.length, 2);
+});
+
+test('run: as a mapping with the step options, secrets and cache mounts', () => {
+  const spec = parseSpec([
+    'from: debian:12',
+    'network: true',
+    'sandbox: nspawn',
+    'run:',
+    '  commands: [make, "make install"]',
+    '  user: "1000:1000"',
+    '  workdir: /src',
+    '  env: {CFLAGS: -O2, JOBS: 4}',
+    '  secrets:',
+    '    - {id: netrc, src: keys/netrc}',
+    '    - {id: token, env: API_TOKEN}',
+    '  cache: [/root/.cache/pip/, {target: /var/cache/apt, id: apt}]',
+    '',
+  ].join('\n'), FILE);
+  assert.equal(spec.sandbox, 'nspawn');
+  const run = spec.run!;
+  assert.deepEqual(run.commands, ['make', 'make install']);
+  assert.equal(run.network, true, 'the top-level network: is the default');
+  assert.equal(run.user, '1000:1000');
+  assert.equal(run.workdir, '/src');
+  assert.deepEqual(run.env, { CFLAGS: '-O2', JOBS: '4' });
+  assert.deepEqual(run.secrets.map((s) => [s.id, s.file, s.env]), [['netrc', path.join(path.dirname(FILE), 'keys/netrc'), undefined], ['token', undefined, 'API_TOKEN']]);
+  assert.deepEqual(run.caches, [{ target: '/root/.cache/pip', id: 'path_root_.cache_pip' }, { target: '/var/cache/apt', id: 'apt' }]);
+  assert.match(run.where, /image\.yaml:4:1$/);
+  assert.equal(parseSpec('from: debian:12\nrun: {commands: [a], network: false}\nnetwork: true\n', FILE).run!.network, false);
+  assert.equal(parseSpec('from: debian:12\n', FILE).sandbox, 'auto');
+});
+
+test('run: options are checked where they are written', () => {
+  fails('from: x\nrun: {network: true}\n', /run: missing key commands/, '2:6');
+  fails('from: x\nrun: {commands: [a], netwrk: true}\n', /unknown key run\.netwrk/, '2:22', /network/);
+  fails('from: x\nrun: {commands: [a], sandbox: bwrap}\n', /unknown key run\.sandbox/, '2:22', /top level/);
+  fails('from: x\nrun: {commands: [a], workdir: src}\n', /run\.workdir: "src" must be an absolute path/, '2:31');
+  fails('from: x\nrun: {commands: [a], secrets: [{id: a/b, env: X}]}\n', /not a valid secret name/, '2:37');
+  fails('from: x\nrun: {commands: [a], secrets: [{id: a}]}\n', /exactly one of src .* or env/, '2:32');
+  fails('from: x\nrun: {commands: [a], secrets: [{id: a, env: X}, {id: a, env: Y}]}\n', /secret a is listed twice/, '2:54');
+  fails('from: x\nrun: {commands: [a], cache: [relative]}\n', /must be an absolute path/, '2:30');
+  fails('from: x\nrun: {commands: [a], cache: [/x, /x/]}\n', /\/x is listed twice/, '2:34');
+  fails('from: x\nrun: {commands: [a], cache: [/]}\n', /cannot be a cache directory/, '2:30');
+  fails('from: x\nsandbox: docker\n', /sandbox: unknown sandbox "docker"/, '2:10');
+  fails('from: x\nnetwork: yes please\n', /network: expected true or false/, '2:10');
 });
