@@ -39,7 +39,8 @@ import { formatReference, type ImageReference } from '../registry/reference.js';
 import type { TransportOptions } from '../registry/transport.js';
 import { BaseImages, baseReference, configOverBase, type BaseImage } from './base.js';
 import { buildInputFiles, depfileTarget, formatDepfile } from './depfile.js';
-import { cachedLayer, stepKey, writeAndCache, type Compression } from './layer-cache.js';
+import { cachedLayer, stepKey, writeAndCache, type CachedLayer, type Compression } from './layer-cache.js';
+import { dpkgLayer } from './dpkg-layer.js';
 import { SILENT, type BuildReporter } from './reporter.js';
 
 export type { Compression } from './layer-cache.js';
@@ -123,7 +124,6 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
     throw usageError('nowhere to put the image', undefined, 'give --output oci:DIR[:TAG] (or an archive) and/or --push REF');
   }
   const output = opts.output !== undefined ? parseOutput(opts.output) : undefined;
-  checkSupported(spec);
   const platforms = buildPlatforms(spec, opts.platforms);
   // Refused before any work: a long build must not end in "this output cannot hold it".
   if (output && platforms.length > 1 && indexUnsupported(output) !== undefined) throw indexOutputError(output, platforms.length);
@@ -173,35 +173,36 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
       if (base && base.mergedUsr !== undefined && opts.mergedUsr !== undefined && opts.mergedUsr !== base.mergedUsr) {
         log(`warning: ${spec.from} ${base.mergedUsr ? 'has' : 'does not have'} a merged /usr; the apt layer follows the base`);
       }
-      const baseStatus = base?.dpkgStatus?.text;
-      const createdBy = `ocibuild apt install (unpack): ${spec.apt!.packages.map((p) => p.name).join(' ')} (${entries.length} packages)`;
-      const key = stepKey('apt-unpack-v1', {
-        debs: entries.map((e) => e.sha256),
-        arch,
-        mergedUsr,
-        compression,
-        sde: explicitSde ?? null,
-        version: VERSION,
-        ...(baseStatus !== undefined ? { baseStatus: createHash('sha256').update(baseStatus).digest('hex') } : {}),
-      });
       const label = `apt layer${suffix}`;
-      let layer = await cachedLayer(opts.store, key, createdBy);
-      if (layer) {
-        log(`${label}: unchanged, from the layer cache (${layer.layer.digest})`);
-      } else {
-        log(`unpacking ${entries.length} packages into the apt layer${suffix}`);
-        const tree = await buildAptLayerTree({
-          debs: entries.map((e) => ({ package: e.package, version: e.version, path: debPath(debs, e) })),
+      let layer: CachedLayer;
+      if (spec.apt!.install === 'dpkg') {
+        if (base && !base.dpkgStatus) {
+          throw new OcibuildError(`install: dpkg needs dpkg in the base image, and ${spec.from} has none (no /var/lib/dpkg/status)`, {
+            where: spec.path,
+            hint: 'use install: unpack on this base (files and the dpkg database, no maintainer scripts)',
+          });
+        }
+        await checkCanRun(platform, spec.path);
+        layer = await dpkgLayer({
+          store: opts.store,
+          debs: entries.map((e) => ({ entry: e, path: debPath(debs, e) })),
+          below: part.layers,
           arch,
           mergedUsr,
-          ...(baseStatus !== undefined ? { baseStatus } : {}),
-          workDir: path.join(workDir, `apt-${i}`),
+          config: runConfig(spec, base),
+          sandbox: opts.sandbox ?? spec.sandbox,
+          compression,
+          ...(explicitSde !== undefined ? { sourceDateEpoch: explicitSde } : {}),
+          workDir: path.join(workDir, `dpkg-${i}`),
+          label,
+          where: spec.path,
+          progress,
+          log,
+          ...(opts.onStepOutput ? { onOutput: opts.onStepOutput } : {}),
           ...(opts.signal ? { signal: opts.signal } : {}),
         });
-        // The default date is this platform's newest file. Layer bytes do not depend on
-        // it beyond that (nothing is newer, so nothing is clamped), which is why another
-        // platform's later date, chosen below for the image, leaves this layer as it is.
-        layer = await writeAndCache(opts.store, key, tree.entries, compression, explicitSde ?? tree.newestMtime, createdBy, label, progress, opts.signal);
+      } else {
+        layer = await unpackLayer(spec, opts, { entries, debs, arch, mergedUsr, base, compression, explicitSde, label, workDir: path.join(workDir, `apt-${i}`), progress, log });
       }
       part.sde = layer.sde;
       part.layers.push(layer.layer);
@@ -318,6 +319,46 @@ function imageConfig(spec: ImageSpec, platform: Platform, created: Date): ImageC
   };
 }
 
+/** `install: unpack`: the .debs' files and a dpkg database, no maintainer scripts (apt-layer.ts). */
+async function unpackLayer(
+  spec: ImageSpec,
+  opts: BuildOptions,
+  p: {
+    entries: LockEntry[]; debs: Map<string, FetchedDeb>; arch: string; mergedUsr: boolean; base: BaseImage | undefined; compression: Compression;
+    explicitSde: number | undefined; label: string; workDir: string; progress: BuildReporter; log: (line: string) => void;
+  },
+): Promise<CachedLayer> {
+  const baseStatus = p.base?.dpkgStatus?.text;
+  const createdBy = `ocibuild apt install (unpack): ${spec.apt!.packages.map((x) => x.name).join(' ')} (${p.entries.length} packages)`;
+  const key = stepKey('apt-unpack-v1', {
+    debs: p.entries.map((e) => e.sha256),
+    arch: p.arch,
+    mergedUsr: p.mergedUsr,
+    compression: p.compression,
+    sde: p.explicitSde ?? null,
+    version: VERSION,
+    ...(baseStatus !== undefined ? { baseStatus: createHash('sha256').update(baseStatus).digest('hex') } : {}),
+  });
+  const cached = await cachedLayer(opts.store, key, createdBy);
+  if (cached) {
+    p.log(`${p.label}: unchanged, from the layer cache (${cached.layer.digest})`);
+    return cached;
+  }
+  p.log(`unpacking ${p.entries.length} packages into the ${p.label}`);
+  const tree = await buildAptLayerTree({
+    debs: p.entries.map((e) => ({ package: e.package, version: e.version, path: debPath(p.debs, e) })),
+    arch: p.arch,
+    mergedUsr: p.mergedUsr,
+    ...(baseStatus !== undefined ? { baseStatus } : {}),
+    workDir: p.workDir,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  // The default date is this platform's newest file. Layer bytes do not depend on
+  // it beyond that (nothing is newer, so nothing is clamped), which is why another
+  // platform's later date, chosen for the image, leaves this layer as it is.
+  return writeAndCache(opts.store, key, tree.entries, p.compression, p.explicitSde ?? tree.newestMtime, createdBy, p.label, p.progress, opts.signal);
+}
+
 /**
  * What a RUN step inherits: the base's Env with the spec's config.env over it, and the
  * base's WorkingDir and User (the spec's are the runtime's; see run-layer.ts).
@@ -342,15 +383,6 @@ function debPath(debs: Map<string, FetchedDeb>, e: LockEntry): string {
   const deb = debs.get(`${e.package}:${e.architecture}`) ?? debs.get(e.package);
   if (!deb) throw new Error(`fetchDebs returned no blob for ${e.package} ${e.version} ${e.architecture}`);
   return deb.path;
-}
-
-function checkSupported(spec: ImageSpec): void {
-  if (spec.apt && spec.apt.packages.length > 0 && spec.apt.install !== 'unpack') {
-    throw new OcibuildError('install: dpkg runs maintainer scripts in a sandbox, which this version cannot do yet', {
-      where: spec.path,
-      hint: 'use install: unpack (files and the dpkg database, no maintainer scripts)',
-    });
-  }
 }
 
 function buildPlatforms(spec: ImageSpec, asked: Platform[] | undefined): Platform[] {

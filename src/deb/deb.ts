@@ -26,6 +26,8 @@ export interface DebControl {
   /** Every other regular file of control.tar by name: preinst, postinst, prerm,
    *  postrm, config, triggers, templates, shlibs, symbols... */
   scripts: Map<string, Buffer>;
+  /** The control.tar member's ar date (dpkg-deb writes the package's build date, or its SOURCE_DATE_EPOCH). */
+  builtAt: number;
 }
 
 export type DataEntryType = 'file' | 'directory' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
@@ -139,7 +141,7 @@ async function walk(src: string | Readable, where: string, signal: AbortSignal |
       throw fail(`missing control.tar member (found ${controlMember ? `"${controlMember.name}"` : 'the end of the archive'})`);
     }
     reading = controlMember.name;
-    const control = await readControlTar(controlMember.body, memberCompression(controlMember.name, where), where, signal);
+    const control: DebControl = { ...(await readControlTar(controlMember.body, memberCompression(controlMember.name, where), where, signal)), builtAt: controlMember.mtime };
     if (handlers.control) await callerStep(() => handlers.control!(control));
     if (!handlers.data) return control;
 
@@ -234,7 +236,7 @@ export function normalizeArchivePath(name: string): { path: string } | { problem
 // ---------------------------------------------------------------------------
 // control.tar
 
-async function readControlTar(body: Readable, kind: Compression, where: string, signal: AbortSignal | undefined): Promise<DebControl> {
+async function readControlTar(body: Readable, kind: Compression, where: string, signal: AbortSignal | undefined): Promise<Omit<DebControl, 'builtAt'>> {
   const fail = (message: string): OcibuildError => new OcibuildError(message, { where, hint: DAMAGED });
   const files = new Map<string, Buffer>();
   let total = 0;
@@ -262,7 +264,7 @@ async function readControlTar(body: Readable, kind: Compression, where: string, 
   for (const [name, data] of [...files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (name !== 'control' && name !== 'md5sums' && name !== 'conffiles') scripts.set(name, data);
   }
-  const control: DebControl = { fields, controlText, conffiles, scripts };
+  const control: Omit<DebControl, 'builtAt'> = { fields, controlText, conffiles, scripts };
   if (md5sums !== undefined) control.md5sums = md5sums;
   return control;
 }

@@ -1,0 +1,251 @@
+/**
+ * `install: dpkg`: the locked .debs installed by the image's own dpkg in the sandbox,
+ * so maintainer scripts, diversions, alternatives, triggers and conffiles all happen
+ * as with apt-get. The .debs are bind-mounted read-only from the store (never copied
+ * into a layer); a policy-rc.d mounted over /usr/sbin keeps services from starting and
+ * is in no layer (its mount point comes from the sandbox's scaffold).
+ *
+ * Order: the lock lists packages in install order; they go to `dpkg --install` in
+ * batches, a new batch starting where a package pre-depends on one of the current
+ * batch (Pre-Depends must be configured before the dependent is unpacked, which
+ * within one dpkg run is not guaranteed), as apt splits its dpkg calls.
+ *
+ * From scratch, like mmdebstrap's essential variant: the Essential: yes set and what
+ * it needs are unpacked first (files only, an empty dpkg database), then installed
+ * for real with `dpkg --install --force-depends`, then the rest; the layer is that
+ * unpacked tree with the sandbox's changes applied (one layer, not two).
+ *
+ * Then `dpkg --audit` must be silent, and the upper dir is normalised (normalize.ts).
+ */
+import { link, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import pMap from 'p-map';
+import { readDebControl, type DebControl } from '../deb/deb.js';
+import { OcibuildError } from '../errors.js';
+import type { LockEntry } from '../apt/lockfile.js';
+import { bytesContent } from '../layer/content.js';
+import type { LayerEntry } from '../layer/entry.js';
+import { mergeLayerEntries } from '../layer/merge.js';
+import { writeLayer } from '../layer/write-layer.js';
+import { storeLayer, type Layer } from '../oci/image.js';
+import { rmTree } from '../sandbox/overlay.js';
+import type { OutputHandler } from '../sandbox/process.js';
+import { chainId, rootfsFor } from '../sandbox/rootfs.js';
+import { runStep, type RunConfig } from '../sandbox/run-step.js';
+import { dirInTree, upperToEntries } from '../sandbox/upper.js';
+import type { SandboxChoiceSpec } from '../spec/types.js';
+import type { Store } from '../store/store.js';
+import { VERSION } from '../version.js';
+import { buildAptLayerTree } from './apt-layer.js';
+import { cachedLayer, stepKey, writeAndCache, type CachedLayer, type Compression } from './layer-cache.js';
+import { normalizeStepEntries } from './normalize.js';
+import type { BuildReporter } from './reporter.js';
+
+export interface DpkgLayerOptions {
+  store: Store;
+  /** The lock's entries, in its (install) order, and each one's verified .deb in the store. */
+  debs: Array<{ entry: LockEntry; path: string }>;
+  /** The layers below (the base image's); none: bootstrap from scratch. */
+  below: readonly Layer[];
+  arch: string;
+  /** For the bootstrap tree (from scratch). */
+  mergedUsr: boolean;
+  config: RunConfig;
+  sandbox: SandboxChoiceSpec;
+  compression: Compression;
+  /** Explicit SOURCE_DATE_EPOCH; default: the newest build date of the packages. */
+  sourceDateEpoch?: number;
+  workDir: string;
+  label: string;
+  where: string;
+  progress: BuildReporter;
+  log: (line: string) => void;
+  onOutput?: OutputHandler;
+  signal?: AbortSignal;
+}
+
+/** dpkg by its path: every dpkg package ships it there, and a shell's own applets (busybox) must not win. */
+const DPKG = '/usr/bin/dpkg';
+/** Where the .debs are inside the sandbox (/run is a tmpfs: never part of a layer). */
+const DEBS_INSIDE = '/run/ocibuild/debs';
+const POLICY_RC_D = '#!/bin/sh\n# ocibuild: no service starts while an image is built\nexit 101\n';
+/** The environment of a non-interactive install, as apt-get in a container build gets it. */
+const INSTALL_ENV: Record<string, string> = {
+  DEBIAN_FRONTEND: 'noninteractive',
+  DEBCONF_NONINTERACTIVE_SEEN: 'true',
+  DEBCONF_NOWARNINGS: 'yes',
+  LC_ALL: 'C',
+  LANGUAGE: '',
+};
+
+export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
+  const names = o.debs.map((d) => d.entry.package);
+  const createdBy = `ocibuild apt install (dpkg): ${o.debs.length} packages`;
+  const key = stepKey('apt-dpkg-v1', {
+    parent: o.below.length > 0 ? chainId(o.below.map((l) => l.diffId)) : null,
+    debs: o.debs.map((d) => d.entry.sha256),
+    arch: o.arch,
+    mergedUsr: o.below.length === 0 ? o.mergedUsr : null,
+    config: o.config,
+    compression: o.compression,
+    sde: o.sourceDateEpoch ?? null,
+    version: VERSION,
+  });
+  const cached = await cachedLayer(o.store, key, `${createdBy} ${names.join(' ')}`);
+  if (cached) {
+    o.log(`${o.label}: unchanged, from the layer cache (${cached.layer.digest})`);
+    return cached;
+  }
+
+  const controls = await pMap(o.debs, (d) => readDebControl(d.path, d.path, o.signal), { concurrency: 8 });
+  const sde = o.sourceDateEpoch ?? Math.max(0, ...controls.map((c) => c.builtAt));
+  await mkdir(o.workDir, { recursive: true });
+  const dir = await mkdtemp(path.join(o.workDir, 'dpkg-'));
+  try {
+    const debDir = path.join(dir, 'debs');
+    await mkdir(debDir);
+    const inside: string[] = [];
+    for (const [i, d] of o.debs.entries()) {
+      const name = `${String(i + 1).padStart(4, '0')}_${d.entry.package}_${d.entry.version.replace(/:/g, '%3a')}_${d.entry.architecture}.deb`;
+      // Same file system as the store (its tmp dir): a link, not a copy.
+      await link(d.path, path.join(debDir, name));
+      inside.push(`${DEBS_INSIDE}/${name}`);
+    }
+    const policy = path.join(dir, 'policy-rc.d');
+    await writeFile(policy, POLICY_RC_D, { mode: 0o755 });
+
+    let lowerTree: LayerEntry[] | undefined;
+    let rootfs: string;
+    const script: string[] = [];
+    if (o.below.length === 0) {
+      const essential = essentialSet(o.debs.map((d) => d.entry));
+      if (essential.size === 0) {
+        throw new OcibuildError('from: scratch with install: dpkg, but the lock has no Essential: yes packages to bootstrap dpkg with', {
+          where: o.where,
+          hint: 'run ocibuild lock again (a scratch + dpkg lock includes the essential set), or use install: unpack',
+        });
+      }
+      o.log(`bootstrapping: unpacking the ${essential.size} essential packages`);
+      const boot = await bootstrapTree(o, essential, path.join(dir, 'boot'));
+      lowerTree = boot.entries;
+      const layer = await writeLayer(boot.entries, { store: o.store, compression: o.compression, sourceDateEpoch: sde, ...(o.signal ? { signal: o.signal } : {}) });
+      rootfs = (await rootfsFor(o.store, [storeLayer(o.store, layer)], o.signal ? { signal: o.signal } : {})).path;
+      const ess = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [inside[i]!] : []));
+      script.push(`${DPKG} --install --force-depends ${ess.join(' ')}`);
+      const rest = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [] : [i]));
+      script.push(...batches(rest, controls).map((b) => dpkgInstall(b.map((i) => inside[i]!))));
+    } else {
+      rootfs = (await rootfsFor(o.store, o.below, o.signal ? { signal: o.signal } : {})).path;
+      script.push(...batches(o.debs.map((_, i) => i), controls).map((b) => dpkgInstall(b.map((i) => inside[i]!))));
+    }
+    script.push(AUDIT);
+
+    o.log(`installing ${o.debs.length} packages with dpkg in the sandbox`);
+    const step = await runStep({
+      lowers: [rootfs],
+      dir: path.join(dir, 'step'),
+      run: script,
+      config: { ...o.config, User: '0:0', WorkingDir: '/' },
+      env: INSTALL_ENV,
+      sourceDateEpoch: sde,
+      network: false,
+      mounts: [
+        { source: debDir, target: DEBS_INSIDE, readOnly: true },
+        { source: policy, target: '/usr/sbin/policy-rc.d', readOnly: true },
+      ],
+      sandbox: o.sandbox,
+      ...(o.onOutput ? { onOutput: o.onOutput } : {}),
+      warn: (m) => o.log(`warning: ${m}`),
+      where: o.where,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    try {
+      const upper = normalizeStepEntries(
+        await upperToEntries(step.upper, dirInTree(rootfs), { overlayXattrs: step.overlayXattrs, whiteoutFormat: step.whiteouts === 'wh-files' ? 'wh-files' : 'device' }),
+        step.upper,
+        sde,
+      );
+      const entries = lowerTree ? mergeLayerEntries(lowerTree, upper) : upper;
+      return await writeAndCache(o.store, key, entries, o.compression, sde, `${createdBy} ${names.join(' ')}`, o.label, o.progress, o.signal);
+    } finally {
+      await rmTree(step.upper);
+    }
+  } finally {
+    await rmTree(dir);
+  }
+}
+
+const AUDIT = 'audit=$(/usr/bin/dpkg --audit 2>&1) || true; if [ -n "$audit" ]; then printf "%s\\n" "$audit"; echo "ocibuild: dpkg --audit reports unfinished packages" >&2; exit 1; fi';
+
+function dpkgInstall(debs: string[]): string {
+  return `${DPKG} --install --force-confdef --force-confold ${debs.join(' ')}`;
+}
+
+/**
+ * The packages to unpack before dpkg can run: Essential: yes ones and, transitively,
+ * the packages they were locked for (the lock's Required-By names the dependents).
+ */
+export function essentialSet(entries: readonly LockEntry[]): Set<string> {
+  const set = new Set(entries.filter((e) => e.essential || e.requiredBy.includes('essential')).map((e) => e.package));
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const e of entries) {
+      if (!set.has(e.package) && e.requiredBy.some((r) => set.has(r))) {
+        set.add(e.package);
+        grew = true;
+      }
+    }
+  }
+  return set;
+}
+
+/** The package names a Pre-Depends (or Provides) field names, alternatives included. */
+function relationNames(field: string | undefined): string[] {
+  if (!field) return [];
+  return field
+    .split(/[,|]/)
+    .map((s) => s.trim().split(/[\s(:]/)[0]!)
+    .filter((s) => s !== '');
+}
+
+/** Splits `indices` (install order) where a package pre-depends on one of the batch so far. */
+export function batches(indices: number[], controls: readonly Pick<DebControl, 'fields'>[]): number[][] {
+  const out: number[][] = [];
+  let batch: number[] = [];
+  let provided = new Set<string>();
+  for (const i of indices) {
+    const fields = controls[i]!.fields;
+    if (batch.length > 0 && relationNames(fields.get('Pre-Depends')).some((n) => provided.has(n))) {
+      out.push(batch);
+      batch = [];
+      provided = new Set();
+    }
+    batch.push(i);
+    provided.add(fields.get('Package') ?? '');
+    for (const n of relationNames(fields.get('Provides'))) provided.add(n);
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
+}
+
+/**
+ * The essential packages' files with an empty dpkg database (dpkg installs them for
+ * real next), as mmdebstrap's essential variant prepares its chroot.
+ */
+async function bootstrapTree(o: DpkgLayerOptions, essential: Set<string>, workDir: string): Promise<{ entries: LayerEntry[] }> {
+  const tree = await buildAptLayerTree({
+    debs: o.debs.filter((d) => essential.has(d.entry.package)).map((d) => ({ package: d.entry.package, version: d.entry.version, path: d.path })),
+    arch: o.arch,
+    mergedUsr: o.mergedUsr,
+    workDir,
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  const db = 'var/lib/dpkg';
+  const entries = tree.entries.filter((e) => !(e.path.startsWith(`${db}/`) && e.type !== 'directory'));
+  const dir = (p: string): LayerEntry => ({ type: 'directory', path: p, mode: 0o755, uid: 0, gid: 0, mtime: 0 });
+  const empty = (p: string): LayerEntry => ({ type: 'file', path: p, mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 0, content: bytesContent(Buffer.alloc(0)) });
+  const have = new Set(entries.map((e) => e.path));
+  for (const p of ['var', 'var/lib', db, `${db}/info`, `${db}/updates`, `${db}/triggers`, `${db}/alternatives`]) if (!have.has(p)) entries.push(dir(p));
+  entries.push(empty(`${db}/status`), empty(`${db}/available`));
+  return { entries };
+}
