@@ -131,7 +131,7 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
       const layer = await writeLayer(boot.entries, { store: o.store, compression: o.compression, sourceDateEpoch: sde, ...(o.signal ? { signal: o.signal } : {}) });
       rootfs = (await rootfsFor(o.store, [storeLayer(o.store, layer)], o.signal ? { signal: o.signal } : {})).path;
       const ess = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [inside[i]!] : []));
-      script.push(`${DPKG} --install --force-depends ${ess.join(' ')}`);
+      script.push(`${DPKG} --install --force-depends --force-unsafe-io ${ess.join(' ')}`);
       const rest = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [] : [i]));
       script.push(...batches(rest, controls).map((b) => dpkgInstall(b.map((i) => inside[i]!))));
     } else {
@@ -178,7 +178,7 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
 const AUDIT = 'audit=$(/usr/bin/dpkg --audit 2>&1) || true; if [ -n "$audit" ]; then printf "%s\\n" "$audit"; echo "ocibuild: dpkg --audit reports unfinished packages" >&2; exit 1; fi';
 
 function dpkgInstall(debs: string[]): string {
-  return `${DPKG} --install --force-confdef --force-confold ${debs.join(' ')}`;
+  return `${DPKG} --install --force-confdef --force-confold --force-unsafe-io ${debs.join(' ')}`;
 }
 
 /**
