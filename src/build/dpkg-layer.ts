@@ -17,7 +17,7 @@
  *
  * Then `dpkg --audit` must be silent, and the upper dir is normalised (normalize.ts).
  */
-import { link, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pMap from 'p-map';
 import { readDebControl, type DebControl } from '../deb/deb.js';
@@ -25,12 +25,12 @@ import { OcibuildError } from '../errors.js';
 import type { LockEntry } from '../apt/lockfile.js';
 import { bytesContent } from '../layer/content.js';
 import type { LayerEntry } from '../layer/entry.js';
-import { mergeLayerEntries } from '../layer/merge.js';
 import { writeLayer } from '../layer/write-layer.js';
 import { storeLayer, type Layer } from '../oci/image.js';
 import { rmTree } from '../sandbox/overlay.js';
 import type { OutputHandler } from '../sandbox/process.js';
-import { chainId, rootfsFor } from '../sandbox/rootfs.js';
+import { adoptRootfs, chainId, rootfsFor } from '../sandbox/rootfs.js';
+import { extractLayers } from '../sandbox/extract.js';
 import { runStep, type RunConfig } from '../sandbox/run-step.js';
 import { dirInTree, upperToEntries } from '../sandbox/upper.js';
 import type { SandboxChoiceSpec } from '../spec/types.js';
@@ -38,7 +38,7 @@ import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
 import { buildAptLayerTree } from './apt-layer.js';
 import { cachedLayer, stepKey, writeAndCache, type CachedLayer, type Compression } from './layer-cache.js';
-import { normalizeStepEntries } from './normalize.js';
+import { normalizeStepEntries, normalizeTree } from './normalize.js';
 import type { BuildReporter } from './reporter.js';
 
 export interface DpkgLayerOptions {
@@ -114,10 +114,10 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
     const policy = path.join(dir, 'policy-rc.d');
     await writeFile(policy, POLICY_RC_D, { mode: 0o755 });
 
-    let lowerTree: LayerEntry[] | undefined;
+    const scratch = o.below.length === 0;
     let rootfs: string;
     const script: string[] = [];
-    if (o.below.length === 0) {
+    if (scratch) {
       const essential = essentialSet(o.debs.map((d) => d.entry));
       if (essential.size === 0) {
         throw new OcibuildError('from: scratch with install: dpkg, but the lock has no Essential: yes packages to bootstrap dpkg with', {
@@ -126,10 +126,18 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
         });
       }
       o.log(`bootstrapping: unpacking the ${essential.size} essential packages`);
+      // A private tree dpkg changes in place: from scratch the whole tree is the layer,
+      // and overlayfs only makes dpkg slower. Extracted from an uncompressed tar of the
+      // unpacked packages, with the checks every extraction makes; the tar is dropped.
       const boot = await bootstrapTree(o, essential, path.join(dir, 'boot'));
-      lowerTree = boot.entries;
-      const layer = await writeLayer(boot.entries, { store: o.store, compression: o.compression, sourceDateEpoch: sde, ...(o.signal ? { signal: o.signal } : {}) });
-      rootfs = (await rootfsFor(o.store, [storeLayer(o.store, layer)], o.signal ? { signal: o.signal } : {})).path;
+      const tar = await writeLayer(boot.entries, { store: o.store, compression: 'none', sourceDateEpoch: sde, ...(o.signal ? { signal: o.signal } : {}) });
+      rootfs = path.join(dir, 'tree');
+      try {
+        await extractLayers([storeLayer(o.store, tar)], rootfs, o.signal ? { signal: o.signal } : {});
+      } finally {
+        await rm(o.store.blobPath(tar.digest), { force: true });
+        await rmTree(path.join(dir, 'boot'));
+      }
       const ess = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [inside[i]!] : []));
       script.push(`${DPKG} --install --force-depends --force-unsafe-io ${ess.join(' ')}`);
       const rest = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [] : [i]));
@@ -154,19 +162,28 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
         { source: policy, target: '/usr/sbin/policy-rc.d', readOnly: true },
       ],
       sandbox: o.sandbox,
+      ...(scratch ? { overlay: 'in-place' as const } : {}),
       ...(o.onOutput ? { onOutput: o.onOutput } : {}),
       warn: (m) => o.log(`warning: ${m}`),
       where: o.where,
       ...(o.signal ? { signal: o.signal } : {}),
     });
+    if (scratch) {
+      await normalizeTree(rootfs, sde);
+      // Every entry of the tree, extended attributes (file capabilities) included.
+      const entries = await upperToEntries(rootfs, () => false, { exclude: [] });
+      const layer = await writeAndCache(o.store, key, entries, o.compression, sde, `${createdBy} ${names.join(' ')}`, o.label, o.progress, o.signal);
+      // The tree is what extracting the layer gives: the rootfs of the next step.
+      await adoptRootfs(o.store, [layer.layer], rootfs, o.signal);
+      return layer;
+    }
     try {
       const upper = normalizeStepEntries(
         await upperToEntries(step.upper, dirInTree(rootfs), { overlayXattrs: step.overlayXattrs, whiteoutFormat: step.whiteouts === 'wh-files' ? 'wh-files' : 'device' }),
         step.upper,
         sde,
       );
-      const entries = lowerTree ? mergeLayerEntries(lowerTree, upper) : upper;
-      return await writeAndCache(o.store, key, entries, o.compression, sde, `${createdBy} ${names.join(' ')}`, o.label, o.progress, o.signal);
+      return await writeAndCache(o.store, key, upper, o.compression, sde, `${createdBy} ${names.join(' ')}`, o.label, o.progress, o.signal);
     } finally {
       await rmTree(step.upper);
     }

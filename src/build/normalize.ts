@@ -13,8 +13,10 @@
  * writes hash-checked ones without a date.
  */
 import { readFileSync } from 'node:fs';
+import { lutimes, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { bytesContent } from '../layer/content.js';
 import type { LayerEntry } from '../layer/entry.js';
+import { walkTree } from '../layer/tree.js';
 
 const DROPPED_FILES = new Set([
   'var/log/dpkg.log',
@@ -81,4 +83,27 @@ export function normalizeStepEntries(entries: LayerEntry[], upper: string, sourc
     }
   }
   return out;
+}
+
+/**
+ * The same normalisation applied to a tree on disk that a step changed in place (the
+ * layer is then the tree as it is): volatile files removed, machine-id emptied, shadow
+ * dates clamped, and every date above `sourceDateEpoch` set to it, as the layer writer
+ * would clamp them — so the tree equals what extracting its layer gives.
+ */
+export async function normalizeTree(root: string, sourceDateEpoch: number): Promise<void> {
+  for (const e of await walkTree(root)) {
+    const abs = `${root}/${e.path}`;
+    if (e.type !== 'directory' && isVolatile(e.path)) await rm(abs);
+    else if (e.type === 'file' && e.path === 'etc/machine-id' && e.size > 0) await truncate(abs, 0);
+    else if (e.type === 'file' && SHADOW_FILES.has(e.path)) {
+      const text = await readFile(abs, 'utf8');
+      const clamped = clampShadowDates(text, Math.floor(sourceDateEpoch / 86400));
+      if (clamped !== text) await writeFile(abs, clamped);
+    }
+  }
+  // After the changes above, which touched their directories' dates.
+  for (const e of await walkTree(root)) {
+    if (e.mtime > sourceDateEpoch) await lutimes(`${root}/${e.path}`, sourceDateEpoch, sourceDateEpoch);
+  }
 }

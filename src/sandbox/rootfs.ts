@@ -14,7 +14,7 @@
  * the images' setuid binaries.
  */
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Layer } from '../oci/image.js';
 import { withBlobLock } from '../store/lock.js';
@@ -52,15 +52,10 @@ export interface RootfsResult {
 export async function rootfsFor(store: Store, layers: readonly Layer[], opts: ExtractOptions = {}): Promise<RootfsResult> {
   const path = rootfsPath(store, layers);
   if (await isDir(path)) return { path, extracted: false };
-  const parent = join(store.root, 'rootfs');
-  await mkdir(parent, { recursive: true, mode: 0o700 });
-  await chmod(parent, 0o700);
-  // A lock of its own: the chain id of one layer is that layer's diffId, which is also
-  // the digest of an uncompressed blob whose lock the layer's open() may take.
-  const lockKey = `sha256:${createHash('sha256').update(`ocibuild rootfs ${basename(path)}`).digest('hex')}`;
+  const parent = await rootfsParent(store);
   return withBlobLock(
     store,
-    lockKey,
+    rootfsLockKey(path),
     async () => {
       if (await isDir(path)) return { path, extracted: false };
       const name = basename(path);
@@ -72,6 +67,42 @@ export async function rootfsFor(store: Store, layers: readonly Layer[], opts: Ex
     },
     opts.signal ? { signal: opts.signal } : {},
   );
+}
+
+/**
+ * Publishes `dir`, a tree equal to what extracting `layers` gives (a step built it in
+ * place and wrote the layer from it), as their rootfs, unless one is there already.
+ * `dir` must be on the store's file system; it is moved, or left for the caller to
+ * remove when the store had the rootfs. Returns the rootfs path.
+ */
+export async function adoptRootfs(store: Store, layers: readonly Pick<Layer, 'diffId'>[], dir: string, signal?: AbortSignal): Promise<string> {
+  const path = rootfsPath(store, layers);
+  if (await isDir(path)) return path;
+  await rootfsParent(store);
+  return withBlobLock(
+    store,
+    rootfsLockKey(path),
+    async () => {
+      if (!(await isDir(path))) await rename(dir, path);
+      return path;
+    },
+    signal ? { signal } : {},
+  );
+}
+
+async function rootfsParent(store: Store): Promise<string> {
+  const parent = join(store.root, 'rootfs');
+  await mkdir(parent, { recursive: true, mode: 0o700 });
+  await chmod(parent, 0o700);
+  return parent;
+}
+
+/**
+ * A lock of its own: the chain id of one layer is that layer's diffId, which is also
+ * the digest of an uncompressed blob whose lock the layer's open() may take.
+ */
+export function rootfsLockKey(path: string): string {
+  return `sha256:${createHash('sha256').update(`ocibuild rootfs ${basename(path)}`).digest('hex')}`;
 }
 
 async function isDir(path: string): Promise<boolean> {

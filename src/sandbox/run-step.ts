@@ -24,7 +24,7 @@ import { nspawnScaffold, runNspawn } from './nspawn.js';
 import { mountOverlay, probeOverlay, rmTree, OverlayUnavailableError, type MountedOverlay, type OverlayFlavor } from './overlay.js';
 import type { BackendIo, OutputHandler, SandboxProcessResult } from './process.js';
 import { hostPath, isUnder, resolveInRoot } from './rootpath.js';
-import { baseScaffold, writeOverScaffold, writeScaffold, type ScaffoldEntry } from './scaffold.js';
+import { baseScaffold, removeScaffold, writeOverScaffold, writeScaffold, type ScaffoldEntry } from './scaffold.js';
 import { copyLowers, diffToUpper, snapshot, type WhiteoutFormat } from './snapshot.js';
 import type { BindMount, SandboxKind, SandboxSpec, UsernsMode } from './spec.js';
 import { hostUidHelper } from './uid-helper.js';
@@ -65,8 +65,13 @@ export interface RunStepOptions {
   network?: boolean;
   mounts?: StepMount[];
   sandbox?: SandboxRequest;
-  /** `auto`: overlayfs, else the copy fallback with a warning; `require`: overlayfs or an error; `copy`: the fallback. */
-  overlay?: 'auto' | 'require' | 'copy';
+  /**
+   * `auto`: overlayfs, else the copy fallback with a warning; `require`: overlayfs or
+   * an error; `copy`: the fallback; `in-place`: the single lower dir itself is the
+   * root and takes the changes (no upper dir: the result is the tree), for a tree the
+   * step owns alone, such as a bootstrap from scratch (overlayfs makes dpkg slower).
+   */
+  overlay?: 'auto' | 'require' | 'copy' | 'in-place';
   onOutput?: OutputHandler;
   /** Lines of output kept for the error message (default 30). */
   tailLines?: number;
@@ -77,10 +82,10 @@ export interface RunStepOptions {
 }
 
 export interface RunStepResult {
-  /** The upper directory: the step's changes in overlayfs's format. */
+  /** The upper directory: the step's changes in overlayfs's format (in place: the tree itself). */
   upper: string;
   sandbox: SandboxKind;
-  method: 'overlay' | 'copy';
+  method: 'overlay' | 'copy' | 'in-place';
   /**
    * How deletions are written in `upper`: overlayfs's character devices 0/0, or, from
    * the copy fallback on a filesystem that refuses those (overlayfs), `.wh.NAME` files.
@@ -245,8 +250,9 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
     if (!st?.isDirectory()) throw new OcibuildError(`the rootfs ${l} is not a directory`, { where: l });
   }
   const choice = await detectSandbox(o.sandbox ?? 'auto');
-  const upper = join(o.dir, 'upper');
-  await emptyDir(upper);
+  if (o.overlay === 'in-place' && o.lowers.length !== 1) throw new Error('runStep: in place needs exactly one tree');
+  const upper = o.overlay === 'in-place' ? o.lowers[0]! : join(o.dir, 'upper');
+  if (o.overlay !== 'in-place') await emptyDir(upper);
   const scaffold = [...baseScaffold(), ...(choice.kind === 'nspawn' ? nspawnScaffold() : [])];
   const hostResolv = o.network === true && (await stat(HOST_RESOLV_CONF).then(() => true, () => false));
   if (o.network && !hostResolv) o.warn?.(`network is on but the host has no ${HOST_RESOLV_CONF}; the step gets the image's own`);
@@ -254,7 +260,8 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
 
   let run: Ran | undefined;
   try {
-    if (o.overlay !== 'copy') {
+    if (o.overlay === 'in-place') run = await inPlace(o, choice, upper, scaffold, hostResolv);
+    else if (o.overlay !== 'copy') {
       try {
         run = await onOverlay(o, choice, upper, scaffold, hostResolv, await probeOverlay(o.dir, !choice.root));
       } catch (err) {
@@ -264,12 +271,12 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
     }
     run ??= await onCopy(o, choice, upper, scaffold, hostResolv);
   } catch (err) {
-    await rmTree(upper);
+    if (o.overlay !== 'in-place') await rmTree(upper);
     throw err;
   }
 
   const { result } = run;
-  if (result.aborted || result.spawnError || result.exitCode !== 0) await rmTree(upper);
+  if ((result.aborted || result.spawnError || result.exitCode !== 0) && o.overlay !== 'in-place') await rmTree(upper);
   if (result.aborted) throw o.signal?.reason ?? new DOMException('The operation was aborted', 'AbortError');
   if (result.spawnError) {
     throw new OcibuildError(`the ${choice.kind} sandbox could not start: ${result.spawnError.message}`, { where: o.where, cause: result.spawnError });
@@ -287,7 +294,7 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
 
 interface Ran {
   result: SandboxProcessResult;
-  method: 'overlay' | 'copy';
+  method: 'overlay' | 'copy' | 'in-place';
   whiteouts: WhiteoutFormat;
 }
 
@@ -354,6 +361,24 @@ async function onCopy(o: RunStepOptions, choice: SandboxChoice, upper: string, s
     return { result, method: 'copy', whiteouts: ok ? await diffToUpper(copy, before, upper) : 'device' };
   } finally {
     await rmTree(copy);
+  }
+}
+
+async function inPlace(o: RunStepOptions, choice: SandboxChoice, root: string, scaffold: ScaffoldEntry[], hostResolv: boolean): Promise<Ran> {
+  const userns: UsernsMode = choice.root ? 'none' : 'create';
+  const created = await writeScaffold(root, scaffold, o.sourceDateEpoch);
+  try {
+    let p = await plan(root, o, hostResolv);
+    if (p.missing.length > 0) {
+      created.push(...(await writeScaffold(root, p.missing, o.sourceDateEpoch)));
+      created.sort().reverse();
+      p = await plan(root, o, hostResolv);
+    }
+    const cmd = await command(o, p, userns);
+    o.signal?.throwIfAborted();
+    return { result: await launch(choice.kind, spec(root, [], userns, p, cmd, o), o), method: 'in-place', whiteouts: 'device' };
+  } finally {
+    await removeScaffold(created);
   }
 }
 

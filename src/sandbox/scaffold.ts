@@ -21,7 +21,7 @@
  * Without overlayfs (the copy fallback) the same entries are created in the copy
  * before its snapshot, so the diff does not see them either.
  */
-import { chown, lstat, mkdir, utimes, writeFile, chmod } from 'node:fs/promises';
+import { chown, lstat, mkdir, rm, rmdir, utimes, writeFile, chmod } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { hostPath } from './rootpath.js';
 
@@ -47,8 +47,9 @@ export function baseScaffold(): ScaffoldEntry[] {
 /**
  * Creates `entries` under `root` where nothing exists yet (parents as 0755
  * directories), all with `mtime` (seconds). Existing paths are left as they are.
+ * Returns the host paths it created, deepest first.
  */
-export async function writeScaffold(root: string, entries: ScaffoldEntry[], mtime: number): Promise<void> {
+export async function writeScaffold(root: string, entries: ScaffoldEntry[], mtime: number): Promise<string[]> {
   const created: string[] = [];
   const ensureDir = async (inside: string, mode: number): Promise<void> => {
     if (inside === '/') return;
@@ -72,7 +73,22 @@ export async function writeScaffold(root: string, entries: ScaffoldEntry[], mtim
     }
   }
   // Deepest first: setting a child's time touches nothing above it, but creating it did.
-  for (const p of created.sort().reverse()) await utimes(p, mtime, mtime);
+  const deepestFirst = created.sort().reverse();
+  for (const p of deepestFirst) await utimes(p, mtime, mtime);
+  return deepestFirst;
+}
+
+/**
+ * Removes what writeScaffold created in a tree a step changed in place: files still
+ * empty, directories still empty; what the step put there stays, with its parents.
+ */
+export async function removeScaffold(created: string[]): Promise<void> {
+  for (const p of created) {
+    const st = await lstat(p).catch(() => undefined);
+    if (!st) continue;
+    if (st.isDirectory()) await rmdir(p).catch(() => undefined);
+    else if (st.isFile() && st.size === 0) await rm(p);
+  }
 }
 
 async function exists(p: string): Promise<boolean> {
