@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node, type Scalar } from 'yaml';
+import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Node, type Scalar } from 'yaml';
 import { OcibuildError, usageError } from '../errors.js';
 import { annotationProblem } from './annotations.js';
 import { DEFAULT_PLATFORM, debianArch, formatPlatform, parsePlatform, samePlatform } from './platform.js';
@@ -52,7 +52,7 @@ class Reader {
   constructor(
     readonly file: string,
     private readonly lines: LineCounter,
-    private readonly doc: Document.Parsed,
+    private readonly doc: Document,
   ) {}
 
   where(node: Node | null | undefined): string {
@@ -217,6 +217,19 @@ export function parseSpec(text: string, file: string): ImageSpec {
     throw usageError(`invalid YAML: ${yamlError.message}`, `${file}:${line}:${col}`,
       'check the indentation and quoting around this position');
   }
+  return specFromDocument(doc, lines, file);
+}
+
+/**
+ * A spec built in code (the programmatic API, src/index.ts), as a plain object with
+ * the keys image.yaml has: the same checks and defaults as a spec file, with `file`
+ * (which need not exist) in the messages and as the base of relative paths.
+ */
+export function specFromObject(value: unknown, file: string): ImageSpec {
+  return specFromDocument(new Document(value), new LineCounter(), file);
+}
+
+function specFromDocument(doc: Document, lines: LineCounter, file: string): ImageSpec {
   const r = new Reader(file, lines, doc);
   const root = r.deref(doc.contents);
   if (!isMap(root)) {
