@@ -1,6 +1,10 @@
-import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
 import { OcibuildError, EXIT_FAILURE, EXIT_USAGE } from '../errors.js';
 import { VERSION } from '../version.js';
+
+// commander is CommonJS: required directly, since its ESM wrapper and Node's scan of
+// a CommonJS module's exports for `import` add some 7 ms to every start.
+const { Command, CommanderError } = createRequire(import.meta.url)('commander') as typeof import('commander');
 
 /** Commander: a repeatable option collected into a list. */
 function appendValue(value: string, previous: string[]): string[] {
@@ -69,12 +73,36 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .option('--source <url|git>', 'org.opencontainers.image.source; git: the origin remote of the spec\'s checkout')
     .option('--revision <rev|git>', 'org.opencontainers.image.revision; git: the commit checked out (HEAD) in the spec\'s checkout')
     .option('--cache-dir <dir>', 'the store (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
+    .option('--no-cache', 'take no layer from the layer cache: redo every step (the results are still recorded); rootfs trees are still reused, as they are keyed by their content')
     .option('--insecure-no-verify', 'accept unsigned or badly signed repositories (DANGEROUS)')
     .option('--ignore-valid-until', 'accept expired Release files (snapshot mirrors)')
     .option('-q, --quiet', 'print errors and warnings only')
     .action(async (opts) => {
       const { buildCommand } = await import('./build.js');
       await buildCommand({ ...opts, signal });
+    });
+
+  program
+    .command('verify')
+    .description('rebuild from the lockfiles in a fresh layer cache and compare layer by layer with a second build, an OCI layout or a registry image')
+    .option('-f, --file <image.yaml>', 'the image spec', 'image.yaml')
+    .option('--against <image>', 'oci:DIR[:TAG] or a registry reference (default: a second independent build)')
+    .option('--platform <list>', 'platforms to verify, comma separated (default: the spec\'s platforms)')
+    .option('--compression <gzip|zstd>', 'layer compression of the rebuild (default: the reference\'s, else gzip)')
+    .option('--source-date-epoch <seconds>', 'as for build: give the value the reference was built with')
+    .option('--no-merged-usr', 'as for build: do not link bin, sbin and lib* into usr/')
+    .option('--sandbox <auto|bwrap|nspawn>', 'what runs run: and install: dpkg (default: the spec\'s sandbox:, else auto)')
+    .option('--annotation <key=value>', 'as for build: a manifest annotation the reference was built with (repeatable)', appendValue, [])
+    .option('--source <url|git>', 'as for build: org.opencontainers.image.source')
+    .option('--revision <rev|git>', 'as for build: org.opencontainers.image.revision')
+    .option('--cache-dir <dir>', 'the store the .debs and base images come from (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
+    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost always is)', appendValue, [])
+    .option('--username <name>', 'registry user (the password comes from --password-stdin)')
+    .option('--password-stdin', 'read the registry password or token from standard input')
+    .option('-q, --quiet', 'print only errors, warnings and differences')
+    .action(async (opts) => {
+      const { verifyCommand } = await import('./verify.js');
+      await verifyCommand({ ...opts, signal });
     });
 
   program
@@ -90,7 +118,7 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .option('--password-stdin', 'read the registry password or token from standard input')
     .option('-q, --quiet', 'print errors and warnings only')
     .action(async (reference: string, opts) => {
-      const { pullCommand } = await import('./registry.js');
+      const { pullCommand } = await import('./pull.js');
       await pullCommand(reference, { ...opts, signal });
     });
 
@@ -117,6 +145,29 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .action(async (image: string) => {
       const { inspectCommand } = await import('./build.js');
       await inspectCommand(image);
+    });
+
+  const cache = program.command('cache').description('list and prune what the store holds: layer cache, blobs, rootfs trees, cache mounts');
+  cache
+    .command('ls')
+    .description('list the store\'s entries with their size and last use, and the total')
+    .option('--cache-dir <dir>', 'the store (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
+    .option('--json', 'print JSON (full ids, ISO dates) instead of a table')
+    .action(async (opts) => {
+      const { cacheLsCommand } = await import('./cache.js');
+      await cacheLsCommand({ ...opts, signal });
+    });
+  cache
+    .command('prune')
+    .description('remove least recently used entries; never what a running build uses')
+    .option('--keep-storage <size>', 'remove until the store holds at most SIZE, e.g. 10GB, 500MiB, 2G (K/KiB=1024, KB=1000)')
+    .option('--older-than <duration>', 'remove what was not used for DURATION, e.g. 7d, 12h, 30m, 1h30m')
+    .option('--all', 'remove everything not in use')
+    .option('--dry-run', 'print what would be removed, remove nothing')
+    .option('--cache-dir <dir>', 'the store (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
+    .action(async (opts) => {
+      const { cachePruneCommand } = await import('./cache.js');
+      await cachePruneCommand({ ...opts, signal });
     });
 
   try {

@@ -1,21 +1,17 @@
 /**
- * `ocibuild pull` and `ocibuild push`, and the registry options every command that
- * talks to a registry shares (insecure hosts, credentials from the command line).
+ * `ocibuild push`, and the registry options every command that talks to a registry
+ * shares (insecure hosts, credentials from the command line). Only what a push needs
+ * is imported here: `ocibuild pull` (cli/pull.ts) brings the output writers.
  */
 import path from 'node:path';
 import { text } from 'node:stream/consumers';
 import { OcibuildError, usageError } from '../errors.js';
-import { parseLayoutRef } from '../oci/inspect.js';
-import { parseOutput, writeOutput } from '../oci/output.js';
-import { readLayoutImage } from '../oci/read-layout.js';
+import { parseLayoutRef, readLayoutImage } from '../oci/read-layout.js';
 import type { Credential } from '../registry/credentials.js';
-import { pullImage } from '../registry/pull.js';
 import { pushImage, pushMetadata, type PushResult, type PushTarget } from '../registry/push.js';
 import { parseReference, type ImageReference } from '../registry/reference.js';
 import type { TransportOptions } from '../registry/transport.js';
-import { parsePlatform } from '../spec/platform.js';
 import { tempName, writeFileAtomic } from '../store/atomic.js';
-import { Store } from '../store/store.js';
 import { createProgress } from './progress.js';
 
 export interface RegistryCliOptions {
@@ -51,37 +47,6 @@ export function parsePushReferences(values: readonly string[], flag: string): Im
   const refs = values.flatMap((v) => v.split(',')).map((v) => v.trim());
   if (refs.some((r) => r === '')) throw usageError(`${flag} has an empty reference`, flag, 'e.g. --push registry.example.com/team/app:1.0');
   return refs.map((r) => parseReference(r, flag));
-}
-
-export interface PullCliOptions extends RegistryCliOptions {
-  output: string;
-  platform?: string;
-  cacheDir?: string;
-  digestFile?: string;
-}
-
-export async function pullCommand(reference: string, opts: PullCliOptions): Promise<void> {
-  const ref = parseReference(reference, 'pull');
-  const out = parseOutput(opts.output);
-  const platform = parsePlatform(opts.platform ?? `linux/${hostArch()}`, '--platform');
-  const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
-  const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
-  const say = quietable(progress, opts.quiet);
-  try {
-    const transport = await registryOptions(opts);
-    const image = await pullImage(ref, {
-      ...transport,
-      store,
-      platform,
-      log: (line) => say(line),
-      onLayer: (done, total) => say(`pulled layer ${done}/${total}`),
-    });
-    await writeOutput(out, image, { store, ...(ref.tag ? { tag: ref.tag } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
-    if (opts.digestFile) await writeSmallFile(opts.digestFile, `${image.digest}\n`);
-    process.stdout.write(`${image.digest}\n`);
-  } finally {
-    progress.done();
-  }
 }
 
 export interface PushCliOptions extends RegistryCliOptions {
@@ -128,13 +93,14 @@ export async function writePushFiles(target: PushTarget, results: readonly PushR
 }
 
 /** Progress lines, except with --quiet (warnings still pass). */
-function quietable(progress: { line(text: string): void }, quiet: boolean | undefined): (line: string) => void {
+export function quietable(progress: { line(text: string): void }, quiet: boolean | undefined): (line: string) => void {
   return (line) => {
     if (!quiet || /^warning/i.test(line)) progress.line(line);
   };
 }
 
-async function writeSmallFile(file: string, data: string): Promise<void> {
+/** A digest or metadata file the user asked for, written atomically. */
+export async function writeSmallFile(file: string, data: string): Promise<void> {
   const dest = path.resolve(file);
   try {
     await writeFileAtomic(dest, data, tempName(path.dirname(dest)));
@@ -142,11 +108,3 @@ async function writeSmallFile(file: string, data: string): Promise<void> {
     throw new OcibuildError(`cannot write ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { where: file, cause: err });
   }
 }
-
-function hostArch(): string {
-  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', ia32: '386' };
-  const a = map[process.arch];
-  if (!a) throw new OcibuildError(`no OCI architecture for this host (${process.arch})`, { hint: 'pass --platform' });
-  return a;
-}
-

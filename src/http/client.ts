@@ -42,6 +42,10 @@ export interface HttpSettings {
   ca?: string | Buffer | Array<string | Buffer>;
 }
 
+/**
+ * A stream is piped; another iterable is pulled a chunk at a time, the next asked for
+ * once the socket has taken the last (so a source may reuse its buffer).
+ */
 export type RequestBody = Buffer | string | Readable | AsyncIterable<Uint8Array>;
 
 export interface RequestOptions extends HttpSettings {
@@ -248,7 +252,12 @@ function exchange(
   });
 }
 
-/** Writes the body; a streamed one failing (or the connection failing under it) goes to `onError`. */
+/**
+ * Writes the body; a streamed one failing (or the connection failing under it) goes
+ * to `onError`. A stream is piped; any other iterable is pulled one chunk at a time,
+ * each handed to the socket before the next is asked for, so that its source may
+ * fill the same buffer again (src/store/file-chunks.ts).
+ */
 function sendBody(
   req: ClientRequest,
   body: RequestBody | undefined,
@@ -265,10 +274,42 @@ function sendBody(
     return;
   }
   const declared = contentLength(headers);
-  // pipeline aborts `req` on an error (a "socket hang up" for the reader), so the
-  // error itself is handed on from here.
-  pipeline(body, lengthCheck(declared), req, (err) => {
-    if (err) onError(err);
+  if (isStream(body)) {
+    // pipeline aborts `req` on an error (a "socket hang up" for the reader), so the
+    // error itself is handed on from here.
+    pipeline(body, lengthCheck(declared), req, (err) => {
+      if (err) onError(err);
+    });
+    return;
+  }
+  writeEach(req, lengthCheck(declared)(body)).then(
+    () => req.end(),
+    (err: Error) => {
+      onError(err);
+      req.destroy(err);
+    },
+  );
+}
+
+function isStream(body: Readable | AsyncIterable<Uint8Array>): body is Readable {
+  return typeof (body as Partial<Readable>).pipe === 'function';
+}
+
+async function writeEach(req: ClientRequest, chunks: AsyncIterable<Uint8Array>): Promise<void> {
+  for await (const chunk of chunks) await written(req, chunk);
+}
+
+/** Resolves once the socket has taken `chunk` (the write's callback), so its memory may be used again. */
+function written(req: ClientRequest, chunk: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // A request destroyed before it had a socket drops what it buffered without calling back.
+    const onClose = (): void => reject(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    req.once('close', onClose);
+    req.write(chunk, (err) => {
+      req.removeListener('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    });
   });
 }
 

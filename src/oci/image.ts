@@ -2,10 +2,11 @@
  * The image as values: read-only `Layer`s (go-containerregistry's model) and the
  * pure assembly of an image config (image-spec config.md) and manifest
  * (manifest.md) from them. Sinks (layout, archives, registry push) consume a
- * `BuiltImage`; nothing here touches the filesystem except `storeLayer().open()`.
+ * `BuiltImage`; nothing here touches the filesystem except a `storeLayer()`'s reads.
  */
 import type { Readable } from 'node:stream';
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
+import { fileChunks } from '../store/file-chunks.js';
 import type { Store } from '../store/store.js';
 import {
   canonicalJson,
@@ -39,6 +40,12 @@ export interface Layer {
   mediaType: string;
   /** The compressed bytes; every call gives a fresh stream. */
   open(): Readable;
+  /**
+   * The same bytes as chunks of one buffer filled again for each (src/store/file-chunks.ts):
+   * a chunk is valid only until the next is asked for. Offered by file-backed layers
+   * for consumers done with a chunk by then (a registry upload).
+   */
+  chunks?(): AsyncIterable<Uint8Array>;
   history?: LayerHistory;
 }
 
@@ -138,6 +145,7 @@ export function storeLayer(
     size: l.size,
     mediaType: l.mediaType,
     open: () => store.openBlob(l.digest),
+    chunks: () => fileChunks(store.blobPath(l.digest)),
   };
   if (l.history) layer.history = { ...l.history };
   return layer;

@@ -3,9 +3,10 @@
  * OCI layout, or of an image index and each of its platform images. Every document
  * read is checked against its descriptor first.
  */
-import { OcibuildError, EXIT_USAGE } from '../errors.js';
+import { OcibuildError } from '../errors.js';
 import { isSha256Digest, type Descriptor } from './descriptor.js';
 import { readIndex, readLayoutBlob, selectManifest } from './layout.js';
+import { parseLayoutRef } from './read-layout.js';
 import { isIndexType, isManifestType } from './media-types.js';
 
 interface ManifestDoc {
@@ -34,21 +35,6 @@ interface ConfigDoc {
     ExposedPorts?: Record<string, unknown>;
   };
   history?: Array<{ created_by?: string; comment?: string; empty_layer?: boolean }>;
-}
-
-/** `oci:DIR[:TAG]` or `DIR[:TAG]` → its parts (the path ends at the first colon). */
-export function parseLayoutRef(ref: string): { dir: string; tag?: string } {
-  const body = ref.startsWith('oci:') ? ref.slice(4) : ref;
-  const colon = body.indexOf(':');
-  const dir = colon < 0 ? body : body.slice(0, colon);
-  const tag = colon < 0 ? undefined : body.slice(colon + 1);
-  if (dir === '' || tag === '') {
-    throw new OcibuildError(`not an image layout reference: ${JSON.stringify(ref)}`, {
-      hint: 'use oci:DIR or oci:DIR:TAG',
-      exitCode: EXIT_USAGE,
-    });
-  }
-  return tag === undefined ? { dir } : { dir, tag };
 }
 
 export async function inspectLayout(dirWithTag: string): Promise<string> {

@@ -12,7 +12,8 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
-import { digestHex, type Store } from '../store/store.js';
+import { digestHex } from '../store/digest.js';
+import type { Store } from '../store/store.js';
 import { writeFileAtomic, tempName } from '../store/atomic.js';
 import {
   canonicalJson,

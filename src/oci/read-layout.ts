@@ -7,8 +7,9 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { PassThrough, pipeline } from 'node:stream';
-import { OcibuildError } from '../errors.js';
-import { verifyingTap, type Descriptor } from './descriptor.js';
+import { OcibuildError, EXIT_USAGE } from '../errors.js';
+import { fileChunks } from '../store/file-chunks.js';
+import { BlobCheck, verifyingTap, type Descriptor } from './descriptor.js';
 import type { BuiltImage, Layer } from './image.js';
 import { blobPath, readIndex, readLayoutBlob, selectManifest } from './layout.js';
 import { isIndexType, isLayerType, isManifestType } from './media-types.js';
@@ -17,6 +18,21 @@ export interface LayoutImage {
   images: BuiltImage[];
   /** Present when the tag names an image index. */
   index?: { descriptor: Descriptor; bytes: Buffer };
+}
+
+/** `oci:DIR[:TAG]` or `DIR[:TAG]` → its parts (the path ends at the first colon). */
+export function parseLayoutRef(ref: string): { dir: string; tag?: string } {
+  const body = ref.startsWith('oci:') ? ref.slice(4) : ref;
+  const colon = body.indexOf(':');
+  const dir = colon < 0 ? body : body.slice(0, colon);
+  const tag = colon < 0 ? undefined : body.slice(colon + 1);
+  if (dir === '' || tag === '') {
+    throw new OcibuildError(`not an image layout reference: ${JSON.stringify(ref)}`, {
+      hint: 'use oci:DIR or oci:DIR:TAG',
+      exitCode: EXIT_USAGE,
+    });
+  }
+  return tag === undefined ? { dir } : { dir, tag };
 }
 
 export async function readLayoutImage(dir: string, tag: string | undefined): Promise<LayoutImage> {
@@ -68,6 +84,7 @@ async function readImage(dir: string, desc: Descriptor, where: string): Promise<
       size: l.size,
       mediaType: l.mediaType,
       open: () => verifiedStream(path, l, where),
+      chunks: () => verifiedChunks(path, l, where),
     });
   }
   return {
@@ -82,6 +99,16 @@ function verifiedStream(path: string, d: Descriptor, where: string): PassThrough
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), verifyingTap(d, where), out, () => undefined);
   return out;
+}
+
+/** verifiedStream's bytes in the chunks of one reused buffer (Layer.chunks). */
+async function* verifiedChunks(path: string, d: Descriptor, where: string): AsyncGenerator<Buffer> {
+  const check = new BlobCheck(d, where);
+  for await (const chunk of fileChunks(path)) {
+    check.update(chunk);
+    yield chunk;
+  }
+  check.finish();
 }
 
 function parseJson(bytes: Buffer, where: string): unknown {

@@ -6,7 +6,7 @@
  * the start after a transient failure, skipping what the registry already has.
  */
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { OcibuildError } from '../errors.js';
 import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST } from '../oci/media-types.js';
@@ -31,8 +31,11 @@ export interface FetchedManifest {
 export interface UploadableBlob {
   digest: string;
   size: number;
-  /** A fresh stream of the blob's bytes on every call. */
-  open(): Readable;
+  /**
+   * The blob's bytes afresh on every call: a stream, or chunks that may share one
+   * buffer (each is written out before the next is asked for; Layer.chunks).
+   */
+  open(): Readable | AsyncIterable<Uint8Array>;
 }
 
 export type UploadOutcome = 'exists' | 'mounted' | 'uploaded';
@@ -164,9 +167,8 @@ export class RepositoryClient {
         return 'uploaded';
       }
       const chunk = Math.max(CHUNK_SIZE, Number.isSafeInteger(chunkMin) ? chunkMin : 0);
-      const source = blob.open();
+      const reader = chunkReader(blob.open());
       try {
-        const reader = chunkReader(source);
         for (let offset = 0; offset < blob.size; ) {
           const n = Math.min(chunk, blob.size - offset);
           const patch = await this.transport.request({
@@ -177,7 +179,7 @@ export class RepositoryClient {
               'content-length': String(n),
               'content-range': `${offset}-${offset + n - 1}`,
             },
-            body: () => Readable.from(reader.take(n)),
+            body: () => reader.take(n),
             scopes,
             noRetry: true,
           });
@@ -193,7 +195,7 @@ export class RepositoryClient {
           offset += n;
         }
       } finally {
-        source.destroy();
+        await reader.close();
       }
       await this.finishUpload(location, blob.digest, scopes, 0, undefined);
       return 'uploaded';
@@ -201,7 +203,7 @@ export class RepositoryClient {
   }
 
   /** The closing PUT ?digest=, with the body (monolithic) or without (after PATCHes). */
-  private async finishUpload(location: string, digest: string, scopes: readonly string[], size: number, body: (() => Readable) | undefined): Promise<void> {
+  private async finishUpload(location: string, digest: string, scopes: readonly string[], size: number, body: (() => Readable | AsyncIterable<Uint8Array>) | undefined): Promise<void> {
     const url = new URL(location);
     url.searchParams.set('digest', digest);
     const res = await this.transport.request({
@@ -332,12 +334,16 @@ async function* countedBody(res: RegistryResponse, expected: number | undefined)
   if (expected !== undefined && n < expected) throw new TruncatedBodyError(`body cut short: ${n} of ${expected} bytes`);
 }
 
-/** Reads a stream in consecutive slices of exact sizes (the PATCH chunks). */
-function chunkReader(source: Readable): { take(n: number): AsyncGenerator<Buffer> } {
-  const it = (source as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-  let pending: Buffer | undefined;
+/**
+ * Reads a stream or chunk iterable in consecutive slices of exact sizes (the PATCH
+ * chunks); a slice is yielded before the next chunk is asked for, so chunks that
+ * share one buffer stay valid while their slices are sent.
+ */
+function chunkReader(source: Readable | AsyncIterable<Uint8Array>): { take(n: number): AsyncGenerator<Uint8Array>; close(): Promise<void> } {
+  const it = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  let pending: Uint8Array | undefined;
   return {
-    async *take(n: number): AsyncGenerator<Buffer> {
+    async *take(n: number): AsyncGenerator<Uint8Array> {
       let left = n;
       while (left > 0) {
         let buf = pending;
@@ -354,6 +360,10 @@ function chunkReader(source: Readable): { take(n: number): AsyncGenerator<Buffer
         left -= buf.length;
         yield buf;
       }
+    },
+    /** Ends the source early (a stream is destroyed, a file closed). */
+    async close(): Promise<void> {
+      await it.return?.();
     },
   };
 }

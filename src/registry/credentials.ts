@@ -10,7 +10,6 @@
  * In each file: `credHelpers` naming this registry (that helper alone answers for
  * the file), else an `auths` entry, else `credsStore`.
  */
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
@@ -313,10 +312,12 @@ export interface RunHelperOptions {
  * Run `docker-credential-<helper> get` with the server URL on stdin, as docker does.
  * Returns its stdout; undefined when it reports "credentials not found".
  */
-export function runCredentialHelper(helper: string, serverUrl: string, options: RunHelperOptions = {}): Promise<string | undefined> {
+export async function runCredentialHelper(helper: string, serverUrl: string, options: RunHelperOptions = {}): Promise<string | undefined> {
   const program = `docker-credential-${helper}`;
   const timeoutMs = options.timeoutMs ?? DEFAULT_HELPER_TIMEOUT_MS;
   const retry = `run "printf %s ${serverUrl} | ${program} get" to see what it says, or log in again`;
+  // Loaded here: most pushes never run a helper.
+  const { spawn } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = spawn(program, ['get'], { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';

@@ -67,7 +67,7 @@ export async function pushImage(target: PushTarget, refs: readonly ImageReferenc
 
     const blobs = new Map<string, UploadableBlob>();
     for (const image of target.images) {
-      for (const l of image.layers) blobs.set(l.digest, { digest: l.digest, size: l.size, open: () => l.open() });
+      for (const l of image.layers) blobs.set(l.digest, { digest: l.digest, size: l.size, open: () => l.chunks?.() ?? l.open() });
       const cfg = image.config;
       blobs.set(cfg.descriptor.digest, { digest: cfg.descriptor.digest, size: cfg.descriptor.size, open: () => Readable.from([cfg.bytes]) });
     }

@@ -21,8 +21,8 @@ export interface RegistryRequest {
   /** A path below the registry's base URL (`/v2/...`) or an absolute URL (upload Locations). */
   url: string;
   headers?: Record<string, string>;
-  /** Bytes, or a factory giving a fresh stream for every attempt (replayable uploads). */
-  body?: Buffer | (() => Readable);
+  /** Bytes, or a factory giving a fresh stream or chunk iterable for every attempt (replayable uploads). */
+  body?: Buffer | (() => Readable | AsyncIterable<Uint8Array>);
   /** Token scopes this request needs, e.g. `repository:a/b:pull,push`. */
   scopes: readonly string[];
   /** Follow 3xx redirects (GET/HEAD of blobs and manifests). Default true for GET/HEAD. */
@@ -161,7 +161,7 @@ export class RegistryTransport {
   /** The raw HTTP exchange (also used by the auth layer for pings and token requests). */
   async send(
     url: string,
-    init: { method: Method; headers: Record<string, string>; body?: Buffer | Readable | string | undefined },
+    init: { method: Method; headers: Record<string, string>; body?: Buffer | Readable | AsyncIterable<Uint8Array> | string | undefined },
   ): Promise<RegistryResponse> {
     const res = await request(url, {
       ...this.http,

@@ -295,6 +295,25 @@ test('an interrupted push, run again, uploads only what is missing', async () =>
   }
 });
 
+test('ocibuild push of a damaged layout: a layer not matching its digest is refused before the registry gets it', async () => {
+  const reg = await registry();
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-damaged'), { tag: 'v1' });
+  // Same size, other bytes: only hashing the upload finds it.
+  const layerPath = join(tiny.dir, 'blobs', 'sha256', tiny.layerDigest.slice('sha256:'.length));
+  const bad = await readFile(layerPath);
+  bad[bad.length - 5] = (bad[bad.length - 5] ?? 0) ^ 0xff;
+  await writeFile(layerPath, bad);
+  const r = await ocibuild(['push', tiny.ref, `${reg.host}/damaged/app:1`, '-q'], { env: creds.env });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`blob ${tiny.layerDigest}: sha256 mismatch`));
+  assert.equal(r.stdout, '');
+  for (const path of [`/v2/damaged/app/manifests/1`, `/v2/damaged/app/blobs/${tiny.layerDigest}`]) {
+    const res = await fetch(`${reg.url}${path}`, { method: 'HEAD' });
+    assert.equal(res.status, 404, path);
+  }
+});
+
 test('blob downloads redirected to another host get no credentials', async () => {
   const reg = await registry({ auth: 'htpasswd' });
   const credential = { kind: 'basic' as const, username: reg.username!, password: reg.password! };
