@@ -15,7 +15,7 @@
  * the second image finds the shared base pull and apt layer done.
  */
 import path from 'node:path';
-import { buildFromSpec, type BuildOptions, type BuildResult, type Compression } from './build/build.js';
+import { buildFromSpec, type BuildOptions, type BuildResult } from './build/build.js';
 import { specFromObject } from './spec/parse.js';
 import type { ImageSpec } from './spec/types.js';
 import { parseReference } from './registry/reference.js';

@@ -41,6 +41,7 @@ import { BaseImages, baseReference, configOverBase, type BaseImage } from './bas
 import { buildInputFiles, depfileTarget, formatDepfile } from './depfile.js';
 import { cachedLayer, stepKey, writeAndCache, type CachedLayer, type Compression } from './layer-cache.js';
 import { dpkgLayer } from './dpkg-layer.js';
+import { holdStore } from '../store/builds.js';
 import { SILENT, type BuildReporter } from './reporter.js';
 
 export type { Compression } from './layer-cache.js';
@@ -82,6 +83,8 @@ export interface BuildOptions {
   sandbox?: SandboxChoiceSpec;
   /** Gets what sandboxed steps print, as it comes (default: nothing; a failure still shows its tail). */
   onStepOutput?: OutputHandler;
+  /** Take no layer from the layer cache: every step is redone (and recorded). Rootfs trees are still reused: they are keyed by content. */
+  noCache?: boolean;
   insecureNoVerify?: boolean;
   ignoreValidUntil?: boolean;
   log?: (line: string) => void;
@@ -131,7 +134,26 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
   if (opts.depfile && depTarget === undefined) {
     throw usageError('--depfile needs a file to name as its target', '--depfile', 'give --output DEST or --digest-file FILE too');
   }
+  // Spec errors found without the store stop the build before it registers there.
   const baseRef = baseReference(spec);
+  if (spec.apt && spec.apt.packages.length > 0) checkLockfilePaths(spec, platforms);
+  // Registered on the store from here on (store/builds.ts): what the build uses is kept from `cache prune`.
+  const hold = await holdStore(opts.store);
+  try {
+    return await buildChecked(spec, opts, { log, progress, output, platforms, depTarget, baseRef });
+  } finally {
+    await hold.release();
+  }
+}
+
+/** buildFromSpec once the request is known to make sense. */
+async function buildChecked(
+  spec: ImageSpec,
+  opts: BuildOptions,
+  { log, progress, output, platforms, depTarget, baseRef }: {
+    log: (line: string) => void; progress: BuildReporter; output: ReturnType<typeof parseOutput> | undefined; platforms: Platform[]; depTarget: string | undefined; baseRef: ImageReference | undefined;
+  },
+): Promise<BuildResult> {
   const bases = baseRef
     ? new BaseImages(baseRef, { store: opts.store, ...(opts.registry ? { registry: opts.registry } : {}), ...(opts.log ? { log: opts.log } : {}), ...(opts.signal ? { signal: opts.signal } : {}) })
     : undefined;
@@ -185,6 +207,7 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
         await checkCanRun(platform, spec.path);
         layer = await dpkgLayer({
           store: opts.store,
+          ...(opts.noCache ? { noCache: true } : {}),
           debs: entries.map((e) => ({ entry: e, path: debPath(debs, e) })),
           below: part.layers,
           arch,
@@ -222,6 +245,7 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
         const suffix = platforms.length > 1 ? ` for ${formatPlatform(part.platform)}` : '';
         const layer = await runLayer({
           store: opts.store,
+          ...(opts.noCache ? { noCache: true } : {}),
           run: spec.run,
           below: part.layers,
           config: runConfig(spec, part.base),
@@ -246,7 +270,7 @@ export async function buildFromSpec(spec: ImageSpec, opts: BuildOptions): Promis
       const filesEntries = await filesLayerEntries(spec, sde);
       const createdBy = `ocibuild files: ${spec.files.map((f) => f.dest).join(' ')}`;
       const key = stepKey('files-v1', { files: await Promise.all(spec.files.map(fileIdentity)), compression, sde, version: VERSION });
-      const cached = await cachedLayer(opts.store, key, createdBy);
+      const cached = await cachedLayer(opts.store, key, createdBy, opts);
       if (cached) log(`files layer: unchanged, from the layer cache (${cached.layer.digest})`);
       const layer = cached ?? (await writeAndCache(opts.store, key, filesEntries, compression, sde, createdBy, 'files layer', progress, opts.signal));
       shared.push(layer.layer);
@@ -339,7 +363,7 @@ async function unpackLayer(
     version: VERSION,
     ...(baseStatus !== undefined ? { baseStatus: createHash('sha256').update(baseStatus).digest('hex') } : {}),
   });
-  const cached = await cachedLayer(opts.store, key, createdBy);
+  const cached = await cachedLayer(opts.store, key, createdBy, opts);
   if (cached) {
     p.log(`${p.label}: unchanged, from the layer cache (${cached.layer.digest})`);
     return cached;

@@ -17,7 +17,8 @@
  *
  * Then `dpkg --audit` must be silent, and the upper dir is normalised (normalize.ts).
  */
-import { link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pMap from 'p-map';
 import { readDebControl, type DebControl } from '../deb/deb.js';
@@ -26,42 +27,27 @@ import type { LockEntry } from '../apt/lockfile.js';
 import { bytesContent } from '../layer/content.js';
 import type { LayerEntry } from '../layer/entry.js';
 import { writeLayer } from '../layer/write-layer.js';
-import { storeLayer, type Layer } from '../oci/image.js';
+import { storeLayer } from '../oci/image.js';
 import { rmTree } from '../sandbox/overlay.js';
-import type { OutputHandler } from '../sandbox/process.js';
-import { adoptRootfs, chainId, rootfsFor } from '../sandbox/rootfs.js';
+import { adoptRootfs, chainId, rootfsFor } from './tracked.js';
 import { extractLayers } from '../sandbox/extract.js';
-import { runStep, type RunConfig } from '../sandbox/run-step.js';
+import { runStep } from '../sandbox/run-step.js';
 import { dirInTree, upperToEntries } from '../sandbox/upper.js';
-import type { SandboxChoiceSpec } from '../spec/types.js';
-import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
 import { buildAptLayerTree } from './apt-layer.js';
-import { cachedLayer, stepKey, writeAndCache, type CachedLayer, type Compression } from './layer-cache.js';
+import { EXTENDED_STATES, extendedStates } from './apt-states.js';
+import { cachedLayer, stepKey, writeAndCache, type CachedLayer } from './layer-cache.js';
 import { normalizeStepEntries, normalizeTree } from './normalize.js';
-import type { BuildReporter } from './reporter.js';
+import type { SandboxStepOptions } from './step-options.js';
 
-export interface DpkgLayerOptions {
-  store: Store;
+export interface DpkgLayerOptions extends SandboxStepOptions {
   /** The lock's entries, in its (install) order, and each one's verified .deb in the store. */
   debs: Array<{ entry: LockEntry; path: string }>;
-  /** The layers below (the base image's); none: bootstrap from scratch. */
-  below: readonly Layer[];
   arch: string;
   /** For the bootstrap tree (from scratch). */
   mergedUsr: boolean;
-  config: RunConfig;
-  sandbox: SandboxChoiceSpec;
-  compression: Compression;
   /** Explicit SOURCE_DATE_EPOCH; default: the newest build date of the packages. */
   sourceDateEpoch?: number;
-  workDir: string;
-  label: string;
-  where: string;
-  progress: BuildReporter;
-  log: (line: string) => void;
-  onOutput?: OutputHandler;
-  signal?: AbortSignal;
 }
 
 /** dpkg by its path: every dpkg package ships it there, and a shell's own applets (busybox) must not win. */
@@ -91,7 +77,7 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
     sde: o.sourceDateEpoch ?? null,
     version: VERSION,
   });
-  const cached = await cachedLayer(o.store, key, `${createdBy} ${names.join(' ')}`);
+  const cached = await cachedLayer(o.store, key, `${createdBy} ${names.join(' ')}`, o);
   if (cached) {
     o.log(`${o.label}: unchanged, from the layer cache (${cached.layer.digest})`);
     return cached;
@@ -117,8 +103,10 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
     const scratch = o.below.length === 0;
     let rootfs: string;
     const script: string[] = [];
+    let manual = new Set<string>();
     if (scratch) {
       const essential = essentialSet(o.debs.map((d) => d.entry));
+      manual = essential;
       if (essential.size === 0) {
         throw new OcibuildError('from: scratch with install: dpkg, but the lock has no Essential: yes packages to bootstrap dpkg with', {
           where: o.where,
@@ -168,6 +156,14 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
       where: o.where,
       ...(o.signal ? { signal: o.signal } : {}),
     });
+    // apt's auto/manual marks, when the image has apt (locked now, or in the base).
+    const hasApt = o.debs.some((d) => d.entry.package === 'apt') || existsSync(path.join(rootfs, 'usr/bin/apt-get'));
+    if (hasApt) {
+      const existing = scratch ? undefined : await readFile(path.join(rootfs, EXTENDED_STATES), 'utf8').catch(() => undefined);
+      const target = path.join(scratch ? rootfs : step.upper, EXTENDED_STATES);
+      await mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
+      await writeFile(target, extendedStates(o.debs.map((d) => d.entry), manual, o.arch, existing), { mode: 0o644 });
+    }
     if (scratch) {
       await normalizeTree(rootfs, sde);
       // Every entry of the tree, extended attributes (file capabilities) included.

@@ -23,18 +23,43 @@ export interface CachedLayer {
   sde: number;
 }
 
-const LAYER_CACHE = 'layers-v1';
+/** The store's cache kind for layer records: `<store>/cache/layers-v1/<step key>`. */
+export const LAYER_CACHE = 'layers-v1';
 
-export async function cachedLayer(store: Store, key: string, createdBy: string): Promise<CachedLayer | undefined> {
-  const data = await store.readCacheFile(LAYER_CACHE, key);
-  if (!data) return undefined;
+/** What a step reads from the cache; BuildOptions and the step options carry it. */
+export interface LayerCacheOptions {
+  /** Take no layer from the cache (each step is redone); what is written is still recorded. */
+  noCache?: boolean;
+}
+
+/** A layer record: the layer a step wrote. `createdBy` only in records written since it was added. */
+export interface LayerRecord {
+  digest: string;
+  diffId: string;
+  size: number;
+  mediaType: string;
+  sde: number;
+  createdBy?: string;
+}
+
+export function parseLayerRecord(data: Buffer): LayerRecord | undefined {
   try {
-    const d = JSON.parse(data.toString('utf8')) as { digest: string; diffId: string; size: number; mediaType: string; sde: number };
-    if (!(await store.has(d.digest))) return undefined;
-    return { layer: storeLayer(store, { ...d, history: { createdBy } }), sde: d.sde };
+    const d = JSON.parse(data.toString('utf8')) as Partial<LayerRecord>;
+    if (typeof d.digest !== 'string' || typeof d.diffId !== 'string' || typeof d.size !== 'number' || typeof d.mediaType !== 'string' || typeof d.sde !== 'number') return undefined;
+    return { digest: d.digest, diffId: d.diffId, size: d.size, mediaType: d.mediaType, sde: d.sde, ...(typeof d.createdBy === 'string' ? { createdBy: d.createdBy } : {}) };
   } catch {
     return undefined;
   }
+}
+
+export async function cachedLayer(store: Store, key: string, createdBy: string, opts: LayerCacheOptions = {}): Promise<CachedLayer | undefined> {
+  if (opts.noCache) return undefined;
+  const data = await store.readCacheFile(LAYER_CACHE, key);
+  if (!data) return undefined;
+  const d = parseLayerRecord(data);
+  // has() also marks the blob used, and keeps it from a prune running meanwhile.
+  if (!d || !(await store.has(d.digest).catch(() => false))) return undefined;
+  return { layer: storeLayer(store, { digest: d.digest, diffId: d.diffId, size: d.size, mediaType: d.mediaType, history: { createdBy } }), sde: d.sde };
 }
 
 export async function writeAndCache(
@@ -57,7 +82,8 @@ export async function writeAndCache(
     ...(signal ? { signal } : {}),
   });
   progress.endPhase(written.digest);
-  await store.writeCacheFile(LAYER_CACHE, key, Buffer.from(JSON.stringify({ ...written, sde })));
+  const record: LayerRecord = { digest: written.digest, diffId: written.diffId, size: written.size, mediaType: written.mediaType, sde, createdBy };
+  await store.writeCacheFile(LAYER_CACHE, key, Buffer.from(JSON.stringify(record)));
   return { layer: storeLayer(store, { ...written, history: { createdBy } }), sde };
 }
 

@@ -14,42 +14,22 @@
  * `ocibuild verify` tells whether it is reproducible.
  */
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { OcibuildError } from '../errors.js';
-import type { Layer } from '../oci/image.js';
-import { chainId, rootfsFor } from '../sandbox/rootfs.js';
-import { runStep, type RunConfig, type StepMount } from '../sandbox/run-step.js';
-import type { OutputHandler } from '../sandbox/process.js';
+import { chainId, rootfsFor, useCacheMount } from './tracked.js';
+import { runStep, type StepMount } from '../sandbox/run-step.js';
 import { dirInTree, upperToEntries } from '../sandbox/upper.js';
 import { rmTree } from '../sandbox/overlay.js';
-import type { RunSection, SandboxChoiceSpec } from '../spec/types.js';
-import type { Store } from '../store/store.js';
+import type { RunSection } from '../spec/types.js';
 import { VERSION } from '../version.js';
-import { cachedLayer, stepKey, writeAndCache, type CachedLayer, type Compression } from './layer-cache.js';
+import { cachedLayer, stepKey, writeAndCache, type CachedLayer } from './layer-cache.js';
 import { normalizeStepEntries } from './normalize.js';
-import type { BuildReporter } from './reporter.js';
+import type { SandboxStepOptions } from './step-options.js';
 
-export interface RunLayerOptions {
-  store: Store;
+export interface RunLayerOptions extends SandboxStepOptions {
   run: RunSection;
-  /** The layers below the step, bottom first. */
-  below: readonly Layer[];
-  /** What the step inherits from the image config (see the module comment). */
-  config: RunConfig;
-  sandbox: SandboxChoiceSpec;
-  compression: Compression;
   sourceDateEpoch: number;
-  /** Scratch space on the store's file system; the step's directories go below it. */
-  workDir: string;
-  /** "run layer", "run layer for linux/arm64". */
-  label: string;
-  /** Where `run:` is in the spec, for messages. */
-  where: string;
-  progress: BuildReporter;
-  log: (line: string) => void;
-  onOutput?: OutputHandler;
-  signal?: AbortSignal;
 }
 
 /** A secret's bytes, read once: hashed for the cache key, written for the mount. */
@@ -75,7 +55,7 @@ export async function runLayer(o: RunLayerOptions): Promise<CachedLayer> {
     sde: o.sourceDateEpoch,
     version: VERSION,
   });
-  const cached = await cachedLayer(o.store, key, createdBy);
+  const cached = await cachedLayer(o.store, key, createdBy, o);
   if (cached) {
     o.log(`${o.label}: unchanged, from the layer cache (${cached.layer.digest})`);
     return cached;
@@ -99,7 +79,7 @@ export async function runLayer(o: RunLayerOptions): Promise<CachedLayer> {
     }
     for (const c of o.run.caches) {
       const source = path.join(o.store.root, 'cache-mounts', c.id);
-      await mkdir(source, { recursive: true });
+      await useCacheMount(o.store, source, o.signal);
       await chmod(path.dirname(source), 0o700);
       mounts.push({ source, target: c.target, readOnly: false });
     }

@@ -30,6 +30,8 @@ export interface BuildCliOptions extends RegistryCliOptions {
   source?: string;
   revision?: string;
   cacheDir?: string;
+  /** false with --no-cache (commander's negated option). */
+  cache?: boolean;
   insecureNoVerify?: boolean;
   ignoreValidUntil?: boolean;
   quiet?: boolean;
@@ -82,6 +84,7 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       ...(opts.revision !== undefined ? { revision: opts.revision } : {}),
       insecureNoVerify: Boolean(opts.insecureNoVerify),
       ignoreValidUntil: Boolean(opts.ignoreValidUntil),
+      ...(opts.cache === false ? { noCache: true } : {}),
       log,
       progress,
       ...(opts.signal ? { signal: opts.signal } : {}),

@@ -39,7 +39,7 @@ export interface BlobLockOptions {
   staleMs?: number;
 }
 
-interface LockRecord {
+export interface LockRecord {
   pid: number;
   token: string;
   host: string;
@@ -69,7 +69,7 @@ export async function withBlobLock<T>(
   fn: () => Promise<T>,
   opts: BlobLockOptions = {},
 ): Promise<T> {
-  const path = join(store.root, 'locks', `${digestHex(digest)}.lock`);
+  const path = lockPath(store, digest);
   const previous = localQueues.get(path) ?? Promise.resolve();
   let releaseLocal!: () => void;
   const mine = new Promise<void>((ok) => (releaseLocal = ok));
@@ -87,6 +87,33 @@ export async function withBlobLock<T>(
     releaseLocal();
     if (localQueues.get(path) === tail) localQueues.delete(path);
   }
+}
+
+/**
+ * Waits while another process holds the lock of `digest`, without keeping it once
+ * free; returns at once when the lock is free or this process holds it. How a reader
+ * that has just marked an entry used (store/last-use.ts) orders itself after a
+ * `cache prune` that may be removing it under this lock.
+ */
+export async function waitForBlobLock(store: Store, digest: string, opts: BlobLockOptions = {}): Promise<void> {
+  const holder = await readRecord(lockPath(store, digest));
+  if (holder === undefined || ownTokens.has(holder.token)) return;
+  await withBlobLock(store, digest, async () => undefined, opts);
+}
+
+/**
+ * A record naming this process, for holds that are not blob locks (a running build's
+ * registration, store/builds.ts): judged by isStale() exactly like a lock file.
+ * `drop()` forgets it once the hold is released.
+ */
+export function claimRecord(): { record: LockRecord; drop(): void } {
+  const record: LockRecord = { pid: process.pid, token: randomBytes(12).toString('hex'), host: hostKey(), start: startTime(process.pid) };
+  ownTokens.add(record.token);
+  return { record, drop: () => ownTokens.delete(record.token) };
+}
+
+function lockPath(store: Store, digest: string): string {
+  return join(store.root, 'locks', `${digestHex(digest)}.lock`);
 }
 
 interface HeldLock {
@@ -164,7 +191,8 @@ async function readRecord(path: string): Promise<LockRecord | undefined> {
   return { pid: 0, token: `unparsable:${text}`, host: '', start: null };
 }
 
-async function isStale(path: string, holder: LockRecord, staleMs: number): Promise<boolean> {
+/** Whether the process named by `holder` (read from the file at `path`) is gone. */
+export async function isStale(path: string, holder: LockRecord, staleMs: number = DEFAULT_STALE_MS): Promise<boolean> {
   if (holder.host === hostKey() && holder.pid > 0) {
     if (holder.pid === process.pid) return !ownTokens.has(holder.token);
     return !isAlive(holder);

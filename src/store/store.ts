@@ -7,12 +7,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { writeFileAtomic } from './atomic.js';
+import { digestHex } from './digest.js';
+import { markUsed, touch } from './last-use.js';
 import { OcibuildError } from '../errors.js';
 
 export interface BlobInfo {
@@ -26,16 +28,10 @@ export interface ExpectedBlob {
   size?: number;
 }
 
-const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
 // Cache kinds and keys become path segments; keep them to a safe alphabet.
 const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-/** The hex part of a `sha256:<hex>` digest; throws (a programming error) otherwise. */
-export function digestHex(digest: string): string {
-  const m = DIGEST_RE.exec(digest);
-  if (!m?.[1]) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
-  return m[1];
-}
+export { digestHex } from './digest.js';
 
 export class Store {
   readonly root: string;
@@ -55,13 +51,13 @@ export class Store {
     return join(this.root, 'blobs', 'sha256', digestHex(digest));
   }
 
+  /**
+   * Whether the store has the blob. Asking is how a user announces a use, so this
+   * also marks the blob used (last-use.ts): `cache prune` orders by that, and a blob
+   * this says is there stays there for a build that is running.
+   */
   async has(digest: string): Promise<boolean> {
-    try {
-      return (await stat(this.blobPath(digest))).isFile();
-    } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
-    }
+    return markUsed(this, this.blobPath(digest), digest);
   }
 
   /**
@@ -168,9 +164,12 @@ export class Store {
   }
 
 
+  /** Marks the record used (last-use.ts); read whole at once, so no lock is needed. */
   async readCacheFile(kind: string, key: string): Promise<Buffer | undefined> {
+    const path = this.cachePath(kind, key);
+    if (!(await touch(path))) return undefined;
     try {
-      return await readFile(this.cachePath(kind, key));
+      return await readFile(path);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;

@@ -51,6 +51,8 @@ function baseSystem(essential: boolean): FixturePackage[] {
 }
 
 const APP_PACKAGES: FixturePackage[] = [
+  // A stand-in for apt: its presence makes ocibuild keep apt's auto/manual marks.
+  { name: 'apt', version: '2.6.1-fixture', files: { '/usr/bin/apt-get': { content: '#!/bin/sh\necho apt stand-in\n', mode: 0o755 } } },
   { name: 'early', version: '1.0-1', files: { '/usr/share/early/ready': 'yes\n' }, scripts: { postinst: '#!/bin/sh\nset -e\necho early-configured > /usr/share/early/state\n' } },
   {
     name: 'svc',
@@ -167,7 +169,7 @@ test('install: dpkg on a base image with dpkg: maintainer scripts, alternatives,
   assert.equal(b.code, 0, b.stderr);
 
   for (const sandbox of ['bwrap', 'nspawn']) {
-    const r = await build(`app-${sandbox}`, spec(baseRef, 'stable', ['svc'], 'dpkg', [`sandbox: ${sandbox}`]), ['--no-merged-usr']);
+    const r = await build(`app-${sandbox}`, spec(baseRef, 'stable', ['svc', 'apt'], 'dpkg', [`sandbox: ${sandbox}`]), ['--no-merged-usr']);
     assert.equal(r.code, 0, r.stderr);
     const layers = layerNames(r.layout);
     assert.equal(layers.length, 2, 'base layer + dpkg layer');
@@ -178,6 +180,10 @@ test('install: dpkg on a base image with dpkg: maintainer scripts, alternatives,
     const rootfs = unpack(r.layout, path.join(r.dir, 'rootfs'));
     checkInstalled(rootfs);
     judge(rootfs);
+    assert.equal(readFileSync(path.join(rootfs, 'var/lib/apt/extended_states'), 'utf8'), [
+      'Package: early\nArchitecture: amd64\nAuto-Installed: 1\n',
+      'Package: tiny-editor\nArchitecture: amd64\nAuto-Installed: 1\n',
+    ].join('\n'), 'dependencies marked automatic, requested packages manual');
   }
 });
 
