@@ -19,7 +19,7 @@
 #      against the lock's SHA256): pool/, dists/bookworm/main/binary-amd64/Packages(.gz)
 #      (dpkg-scanpackages), Release (apt-ftparchive) signed with a throwaway ed25519 key
 #      (InRelease, Release.gpg, keyring.gpg), served by `python3 -m http.server --protocol HTTP/1.1` on a
-#      free 127.0.0.1 port.
+#      free 127.0.0.1 port (bench/lib/mirror.sh, shared with bench/dpkg.sh).
 #   3. ocibuild: spec on the local mirror, lock + build once (untimed, fills its own
 #      store from the mirror); timed: `ocibuild build -q --locked` with
 #      STORE/cache/layers-v1 and the output removed before each run (hyperfine --prepare).
@@ -31,6 +31,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+NAME=bench/build.sh
+# shellcheck source=bench/lib/mirror.sh
+. "$ROOT/bench/lib/mirror.sh"
 
 WRITE_RESULTS=0
 LAYER=0
@@ -51,34 +54,11 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PACKAGES=(python3 ca-certificates curl)
 OCIBUILD="$ROOT/bin/ocibuild"
 
-for tool in hyperfine mmdebstrap dpkg-scanpackages apt-ftparchive gpg python3 node sha256sum; do
-  command -v "$tool" >/dev/null || {
-    echo "bench/build.sh: $tool not found (Debian: apt-get install hyperfine mmdebstrap dpkg-dev apt-utils gnupg python3)" >&2
-    exit 1
-  }
-done
+bench_need hyperfine mmdebstrap dpkg-scanpackages apt-ftparchive gpg python3 node sha256sum
 [ -r "$KEYRING" ] || { echo "bench/build.sh: $KEYRING missing (apt-get install debian-archive-keyring)" >&2; exit 1; }
 [ -f "$ROOT/dist/cli/main.js" ] || { echo "bench/build.sh: the CLI is not compiled: run 'npm run build'" >&2; exit 1; }
 
-if [ -n "${OCIBUILD_BENCH_WORK:-}" ]; then
-  WORK="$(mkdir -p "$OCIBUILD_BENCH_WORK" && cd "$OCIBUILD_BENCH_WORK" && pwd)"
-  KEEP=1
-else
-  WORK="$(mktemp -d "${TMPDIR:-/tmp}/ocibuild-bench-build.XXXXXX")"
-  KEEP=0
-fi
-# apt's methods (gpgv included) drop privileges to _apt: the generated keyring must be
-# readable by it, and mktemp -d makes a 0700 directory.
-chmod 755 "$WORK"
-SERVER_PID=
-export GNUPGHOME="$WORK/gnupg"
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
-  [ -d "$GNUPGHOME" ] && gpgconf --kill gpg-agent 2>/dev/null || true
-  [ "$KEEP" = 1 ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_work ocibuild-bench-build
 
 pkgs_yaml="$(printf '%s, ' "${PACKAGES[@]}")"; pkgs_yaml="[${pkgs_yaml%, }]"
 pkgs_comma="$(IFS=,; echo "${PACKAGES[*]}")"
@@ -97,10 +77,6 @@ apt:
 platforms: [linux/$ARCH]
 EOF
 }
-lock_field() { # LOCKFILE FIELD -> one value per package paragraph
-  awk -v f="$2" 'BEGIN { RS = ""; FS = "\n" }
-    NR > 1 { for (i = 1; i <= NF; i++) if (index($i, f ": ") == 1) print substr($i, length(f) + 3) }' "$1"
-}
 
 # --- 1. lock + build once against the real archive ---------------------------------
 UP="$WORK/upstream"
@@ -114,50 +90,8 @@ N_LOCK="$(grep -c '^Package:' "$UPLOCK")"
 # --- 2. the local mirror ------------------------------------------------------------
 MIRROR="$WORK/mirror"
 echo "== 2. local mirror in $MIRROR ($N_LOCK .debs)" >&2
-rm -rf "$MIRROR"
-mkdir -p "$MIRROR/dists/$SUITE/main/binary-$ARCH"
-paste <(lock_field "$UPLOCK" Filename) <(lock_field "$UPLOCK" SHA256) |
-  while IFS=$'\t' read -r filename sha; do
-    mkdir -p "$MIRROR/$(dirname "$filename")"
-    cp "$UPSTORE/blobs/sha256/$sha" "$MIRROR/$filename"
-    echo "$sha  $MIRROR/$filename"
-  done | sha256sum --quiet -c -
-(
-  cd "$MIRROR"
-  dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >"dists/$SUITE/main/binary-$ARCH/Packages"
-  gzip -9nk "dists/$SUITE/main/binary-$ARCH/Packages"
-  apt-ftparchive \
-    -o APT::FTPArchive::Release::Origin=ocibuild-bench \
-    -o APT::FTPArchive::Release::Label=ocibuild-bench \
-    -o APT::FTPArchive::Release::Suite="$SUITE" \
-    -o APT::FTPArchive::Release::Codename="$SUITE" \
-    -o APT::FTPArchive::Release::Architectures="$ARCH" \
-    -o APT::FTPArchive::Release::Components=main \
-    release "dists/$SUITE" >"$WORK/Release"
-  # arch:all packages are in binary-amd64/Packages, as on Debian's mirrors.
-  sed '/^Components:/a No-Support-for-Architecture-all: Packages' "$WORK/Release" >"dists/$SUITE/Release"
-)
-[ "$(grep -c '^Package:' "$MIRROR/dists/$SUITE/main/binary-$ARCH/Packages")" = "$N_LOCK" ]
-rm -rf "$GNUPGHOME"; mkdir -m 700 "$GNUPGHOME"
-gpg --batch --quiet --passphrase '' --quick-gen-key 'ocibuild bench <bench@localhost>' ed25519 sign never 2>/dev/null
-gpg --batch --quiet --yes --clearsign -o "$MIRROR/dists/$SUITE/InRelease" "$MIRROR/dists/$SUITE/Release"
-gpg --batch --quiet --yes --armor --detach-sign -o "$MIRROR/dists/$SUITE/Release.gpg" "$MIRROR/dists/$SUITE/Release"
-MKEYRING="$WORK/keyring.gpg"
-gpg --batch --export >"$MKEYRING"
-chmod 644 "$MKEYRING"
-
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-# HTTP/1.1 (keep-alive), as real mirrors speak it. (It was also a workaround for an
-# undici crash on HTTP/1.0 connection close, nodejs/undici#5360; ocibuild has used
-# node:http since, which reads HTTP/1.0 servers fine.)
-python3 -m http.server --protocol HTTP/1.1 --bind 127.0.0.1 --directory "$MIRROR" "$PORT" >"$WORK/http.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
-done
-MURL="http://127.0.0.1:$PORT"
-echo "== serving $MURL (pid $SERVER_PID)" >&2
+make_mirror "$UPSTORE/blobs/sha256" "$MIRROR" "$UPLOCK"
+serve_mirror "$MIRROR"
 
 # --- 3. ocibuild on the local mirror: lock + fetch once ---------------------------
 OCI="$WORK/ocibuild"
@@ -251,8 +185,8 @@ section="$WORK/section.md"
   echo "## Build: ocibuild vs mmdebstrap"
   echo
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "- Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
-  echo "- Load average when the section was written (other work on the machine skews timings): $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- Machine: $(bench_machine)"
+  echo "- Load average when the section was written (other work on the machine skews timings): $(bench_load)"
   echo "- Software: $(mmdebstrap --version), $(apt-get --version | head -1), node $(node --version), $(hyperfine --version)"
   echo "- Package set: \`${PACKAGES[*]}\`, Debian $SUITE $ARCH, ocibuild \`install: unpack\`; $SET_NOTE."
   echo "- Mirror: the $N_LOCK .debs ocibuild locked against $UPSTREAM, copied into a local apt repository (dpkg-scanpackages, apt-ftparchive release, InRelease signed by a throwaway ed25519 key) served by \`python3 -m http.server --protocol HTTP/1.1\` on 127.0.0.1 (keep-alive, as real mirrors)."
