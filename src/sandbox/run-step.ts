@@ -170,6 +170,13 @@ async function readInRoot(view: string, path: string): Promise<string | undefine
 /** Resolves everything the sandbox needs against the tree at `view`. */
 async function plan(view: string, o: RunStepOptions, hostResolv: boolean): Promise<Plan> {
   const missing: ScaffoldEntry[] = [];
+  // Said here, not as bwrap's "execvp /bin/sh: No such file or directory".
+  if ((await resolveInRoot(view, '/bin/sh')).kind !== 'file') {
+    throw new OcibuildError('the image has no /bin/sh to run the RUN lines with', {
+      where: o.where,
+      hint: 'install a shell in an earlier step (e.g. apt packages dash or bash, or busybox with a /bin/sh link)',
+    });
+  }
   const userSpec = o.user ?? o.config?.User ?? '';
   const user = resolveUser(userSpec, await readInRoot(view, '/etc/passwd'), await readInRoot(view, '/etc/group'));
 

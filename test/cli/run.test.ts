@@ -307,3 +307,11 @@ async function leftovers(store: string): Promise<string[]> {
   return (await readdir(dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
 }
 
+
+test('an image without /bin/sh: the RUN step says so before the sandbox starts', async () => {
+  const dir = await specDir('no-shell', scratchSpec(server.url, repo.keyringPath, ['captools'], yamlList('run', ['true'])));
+  const r = await build(dir);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /the image has no \/bin\/sh to run the RUN lines with/);
+  assert.match(r.stderr, /image\.yaml:\d+:\d+/);
+});
