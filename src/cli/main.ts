@@ -3,7 +3,7 @@ import { OcibuildError, EXIT_FAILURE, EXIT_USAGE } from '../errors.js';
 import { VERSION } from '../version.js';
 
 // commander is CommonJS: required directly, since its ESM wrapper and Node's scan of
-// a CommonJS module's exports for `import` add some 7 ms to every start.
+// a CommonJS module's exports for `import` add 3–5 ms to every start.
 const { Command, CommanderError } = createRequire(import.meta.url)('commander') as typeof import('commander');
 
 /** Commander: a repeatable option collected into a list. */
