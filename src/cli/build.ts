@@ -3,11 +3,10 @@ import { usageError } from '../errors.js';
 import { loadSpec } from '../spec/parse.js';
 import { formatPlatform, parsePlatform, samePlatform } from '../spec/platform.js';
 import { annotationProblem, REVISION_KEY, SOURCE_KEY } from '../spec/annotations.js';
-import type { Platform, SandboxChoiceSpec } from '../spec/types.js';
+import type { Platform } from '../spec/types.js';
 import type { OutputHandler } from '../sandbox/process.js';
-import { Store } from '../store/store.js';
 import { buildFromSpec, type Compression } from '../build/build.js';
-import { createProgress } from './progress.js';
+import { cliLog, parseSandboxOption, storeAt } from './common.js';
 import { depfileTarget } from '../build/depfile.js';
 import { parseOutput } from '../oci/output.js';
 import { parsePushReferences, registryOptions, writePushFiles, type RegistryCliOptions } from './registry.js';
@@ -52,16 +51,11 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   const push = opts.push && opts.push.length > 0 ? parsePushReferences(opts.push, '--push') : undefined;
   if (opts.output === undefined && !push) throw usageError('give --output DEST and/or --push REF', undefined, 'e.g. --output oci:out:latest or --push registry.example.com/team/app:1.0');
   if (opts.metadataFile && !push) throw usageError('--metadata-file describes a push; give --push REF too');
-  if (opts.sandbox !== undefined && !['auto', 'bwrap', 'nspawn'].includes(opts.sandbox)) {
-    throw usageError(`--sandbox must be auto, bwrap or nspawn, not ${JSON.stringify(opts.sandbox)}`);
-  }
+  const sandbox = parseSandboxOption(opts.sandbox);
   const registry = await registryOptions(opts);
   const spec = await loadSpec(opts.file);
-  const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
-  const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
-  const log = (line: string): void => {
-    if (!opts.quiet || /^warning|^WARNING/.test(line)) progress.line(line);
-  };
+  const store = storeAt(opts.cacheDir);
+  const { progress, log } = cliLog(opts.quiet);
   if (opts.insecureNoVerify) log('WARNING: --insecure-no-verify: repository signatures are NOT checked');
   try {
     const result = await buildFromSpec(spec, {
@@ -73,7 +67,7 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       compression: opts.compression as Compression,
       ...(sde !== undefined ? { sourceDateEpoch: sde } : {}),
       mergedUsr: opts.mergedUsr,
-      ...(opts.sandbox !== undefined ? { sandbox: opts.sandbox as SandboxChoiceSpec } : {}),
+      ...(sandbox !== undefined ? { sandbox } : {}),
       ...(opts.quiet ? {} : { onStepOutput: stepOutputPrinter((line) => progress.line(`  | ${line}`)) }),
       ...(opts.digestFile ? { digestFile: path.resolve(opts.digestFile) } : {}),
       ...(opts.depfile ? { depfile: path.resolve(opts.depfile) } : {}),

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { OcibuildError, usageError } from '../errors.js';
 import { loadSpec } from '../spec/parse.js';
 import { parsePlatform } from '../spec/platform.js';
-import { Store } from '../store/store.js';
+import { storeAt } from './common.js';
 import { lockImage } from '../build/lock.js';
 import { BaseImages, baseReference } from '../build/base.js';
 import type { Platform } from '../spec/types.js';
@@ -28,7 +28,7 @@ export async function lockCommand(opts: LockCliOptions): Promise<void> {
     ? opts.platform.split(',').map((p) => parsePlatform(p.trim(), '--platform'))
     : undefined;
   if (platforms && platforms.length === 0) throw usageError('--platform needs at least one platform, e.g. linux/amd64');
-  const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
+  const store = storeAt(opts.cacheDir);
   let baseStatus: { text: string; where: string } | undefined;
   if (opts.baseStatus) {
     const where = path.resolve(opts.baseStatus);

@@ -1,11 +1,10 @@
 /** `ocibuild pull`: a registry image into an OCI layout or archive. */
-import path from 'node:path';
 import { OcibuildError } from '../errors.js';
 import { parseOutput, writeOutput } from '../oci/output.js';
 import { pullImage } from '../registry/pull.js';
 import { parseReference } from '../registry/reference.js';
 import { parsePlatform } from '../spec/platform.js';
-import { Store } from '../store/store.js';
+import { storeAt } from './common.js';
 import { createProgress } from './progress.js';
 import { quietable, registryOptions, writeSmallFile, type RegistryCliOptions } from './registry.js';
 
@@ -20,7 +19,7 @@ export async function pullCommand(reference: string, opts: PullCliOptions): Prom
   const ref = parseReference(reference, 'pull');
   const out = parseOutput(opts.output);
   const platform = parsePlatform(opts.platform ?? `linux/${hostArch()}`, '--platform');
-  const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
+  const store = storeAt(opts.cacheDir);
   const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
   const say = quietable(progress, opts.quiet);
   try {

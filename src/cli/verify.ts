@@ -1,13 +1,10 @@
 /** `ocibuild verify`: arguments in, the comparison table and differences out (exit 1 on a mismatch). */
-import path from 'node:path';
 import type { Compression } from '../build/build.js';
 import { verifySpec, type VerifyResult } from '../build/verify.js';
 import { OcibuildError, usageError } from '../errors.js';
 import { loadSpec } from '../spec/parse.js';
-import type { SandboxChoiceSpec } from '../spec/types.js';
-import { Store } from '../store/store.js';
 import { parseAnnotations, parsePlatformList } from './build.js';
-import { createProgress } from './progress.js';
+import { cliLog, parseSandboxOption, storeAt } from './common.js';
 import { registryOptions, type RegistryCliOptions } from './registry.js';
 import { formatDifferences, formatTable } from './verify-report.js';
 
@@ -36,19 +33,14 @@ export async function verifyCommand(opts: VerifyCliOptions): Promise<void> {
     if (!/^\d+$/.test(opts.sourceDateEpoch)) throw usageError(`--source-date-epoch takes whole seconds since 1970, not ${JSON.stringify(opts.sourceDateEpoch)}`);
     sde = Number(opts.sourceDateEpoch);
   }
-  if (opts.sandbox !== undefined && !['auto', 'bwrap', 'nspawn'].includes(opts.sandbox)) {
-    throw usageError(`--sandbox must be auto, bwrap or nspawn, not ${JSON.stringify(opts.sandbox)}`);
-  }
+  const sandbox = parseSandboxOption(opts.sandbox);
   if (opts.against !== undefined && opts.against.trim() === '') throw usageError('--against is empty', '--against', 'give oci:DIR[:TAG] or a registry reference');
   const platforms = opts.platform !== undefined ? parsePlatformList(opts.platform) : undefined;
   const annotations = parseAnnotations(opts.annotation ?? [], opts);
   const registry = await registryOptions(opts);
   const spec = await loadSpec(opts.file);
-  const store = new Store(opts.cacheDir ? path.resolve(opts.cacheDir) : Store.defaultRoot());
-  const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
-  const log = (line: string): void => {
-    if (!opts.quiet || /^warning|^WARNING/.test(line)) progress.line(line);
-  };
+  const store = storeAt(opts.cacheDir);
+  const { progress, log } = cliLog(opts.quiet);
   let result: VerifyResult;
   try {
     result = await verifySpec(spec, {
@@ -59,7 +51,7 @@ export async function verifyCommand(opts: VerifyCliOptions): Promise<void> {
       ...(opts.compression !== undefined ? { compression: opts.compression as Compression } : {}),
       ...(sde !== undefined ? { sourceDateEpoch: sde } : {}),
       mergedUsr: opts.mergedUsr,
-      ...(opts.sandbox !== undefined ? { sandbox: opts.sandbox as SandboxChoiceSpec } : {}),
+      ...(sandbox !== undefined ? { sandbox } : {}),
       annotations,
       ...(opts.source !== undefined ? { source: opts.source } : {}),
       ...(opts.revision !== undefined ? { revision: opts.revision } : {}),
