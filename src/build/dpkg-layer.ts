@@ -67,7 +67,7 @@ const INSTALL_ENV: Record<string, string> = {
 export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
   const names = o.debs.map((d) => d.entry.package);
   const createdBy = `ocibuild apt install (dpkg): ${o.debs.length} packages`;
-  const key = stepKey('apt-dpkg-v1', {
+  const key = stepKey('apt-dpkg-v2', {
     parent: o.below.length > 0 ? chainId(o.below.map((l) => l.diffId)) : null,
     debs: o.debs.map((d) => d.entry.sha256),
     arch: o.arch,
