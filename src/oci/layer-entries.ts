@@ -16,25 +16,15 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressor } from '../deb/decompress.js';
 import { OcibuildError } from '../errors.js';
-import { TarReader, type TarEntryType } from '../sandbox/tar-reader.js';
+import { TarReader, type TarEntryHeader } from '../sandbox/tar-reader.js';
 import { layerCompression } from './media-types.js';
 
-export interface EntrySummary {
+/** A tar header as read (tar-reader.ts), with its place, its cleaned path and a hash of its data. */
+export interface EntrySummary extends Omit<TarEntryHeader, 'xattrs'> {
   /** Position in the layer, from 0. */
   index: number;
-  /** The member's name as written (`./etc/`, `etc`, …). */
-  name: string;
-  /** The name cleaned: no leading `./` or `/`, no trailing `/`. */
+  /** The name cleaned: no leading `./` or `/`, no trailing `/` (`name` is as written). */
   path: string;
-  type: TarEntryType;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  linkname: string;
-  devmajor: number;
-  devminor: number;
   xattrs: ReadonlyMap<string, Buffer>;
   /** sha256 hex of the data (files; every other type has none). */
   sha256?: string;
