@@ -7,6 +7,7 @@ import type { Platform } from '../spec/types.js';
 import type { OutputHandler } from '../sandbox/process.js';
 import { buildFromSpec, type Compression } from '../build/build.js';
 import { cliLog, parseSandboxOption, storeAt } from './common.js';
+import type { Progress } from './progress.js';
 import { depfileTarget } from '../build/depfile.js';
 import { parseOutput } from '../oci/output.js';
 import { parsePushReferences, registryOptions, writePushFiles, type RegistryCliOptions } from './registry.js';
@@ -56,6 +57,7 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   const spec = await loadSpec(opts.file);
   const store = storeAt(opts.cacheDir);
   const { progress, log } = cliLog(opts.quiet);
+  const stepOutput = stepOutputPrinter((line) => progress.line(`  | ${line}`));
   if (opts.insecureNoVerify) log('WARNING: --insecure-no-verify: repository signatures are NOT checked');
   try {
     const result = await buildFromSpec(spec, {
@@ -68,7 +70,7 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       ...(sde !== undefined ? { sourceDateEpoch: sde } : {}),
       mergedUsr: opts.mergedUsr,
       ...(sandbox !== undefined ? { sandbox } : {}),
-      ...(opts.quiet ? {} : { onStepOutput: stepOutputPrinter((line) => progress.line(`  | ${line}`)) }),
+      ...(opts.quiet ? {} : { onStepOutput: stepOutput.onOutput }),
       ...(opts.digestFile ? { digestFile: path.resolve(opts.digestFile) } : {}),
       ...(opts.depfile ? { depfile: path.resolve(opts.depfile) } : {}),
       ...(opts.depfile ? depfileTargetOption(opts) : {}),
@@ -79,8 +81,11 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
       insecureNoVerify: Boolean(opts.insecureNoVerify),
       ignoreValidUntil: Boolean(opts.ignoreValidUntil),
       ...(opts.cache === false ? { noCache: true } : {}),
-      log,
-      progress,
+      log: (line) => {
+        stepOutput.flush();
+        log(line);
+      },
+      progress: flushingFirst(progress, stepOutput.flush),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     progress.done();
@@ -95,9 +100,9 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
 }
 
 /** A sandboxed step's output as whole lines (stdout and stderr each buffered to its newline). */
-function stepOutputPrinter(print: (line: string) => void): OutputHandler {
+function stepOutputPrinter(print: (line: string) => void): { onOutput: OutputHandler; flush: () => void } {
   const pending = { stdout: '', stderr: '' };
-  return (chunk, stream) => {
+  const onOutput: OutputHandler = (chunk, stream) => {
     const text = pending[stream] + chunk.toString('utf8');
     const lines = text.split('\n');
     pending[stream] = lines.pop() ?? '';
@@ -108,6 +113,24 @@ function stepOutputPrinter(print: (line: string) => void): OutputHandler {
     }
     for (const l of lines) print(l.replace(/\r$/, ''));
   };
+  // A last line without a newline is printed when the build says something next.
+  const flush = (): void => {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      if (pending[stream] !== '') print(pending[stream]);
+      pending[stream] = '';
+    }
+  };
+  return { onOutput, flush };
+}
+
+/** The progress display with the step output's last line printed before a new phase starts. */
+function flushingFirst(progress: Progress, flush: () => void): Progress {
+  const wrapped = Object.create(progress) as Progress;
+  wrapped.phase = (label, totalBytes) => {
+    flush();
+    progress.phase(label, totalBytes);
+  };
+  return wrapped;
 }
 
 /** The depfile's target as written on the command line: --digest-file, else the output. */

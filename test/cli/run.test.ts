@@ -315,3 +315,10 @@ test('an image without /bin/sh: the RUN step says so before the sandbox starts',
   assert.match(r.stderr, /the image has no \/bin\/sh to run the RUN lines with/);
   assert.match(r.stderr, /image\.yaml:\d+:\d+/);
 });
+
+test('RUN output is shown line by line, a last line without a newline too', async () => {
+  const dir = await specDir('output', runSpec(yamlList('run', ['echo first', 'printf "last without newline"'])));
+  const r = await build(dir);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^ {2}\| first\n {2}\| last without newline\n/m);
+});
