@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,10 +15,9 @@ import { gunzipSync } from 'node:zlib';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { ocibuild } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
-import type { FixturePackage } from '../support/deb.js';
+import { hostFile, type FixturePackage } from '../support/deb.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 
-const hostFile = (p: string): { content: Buffer; mode: number } => ({ content: readFileSync(realpathSync(p)), mode: 0o755 });
 const APPLETS = ['sh', 'rm', 'diff', 'cat', 'mkdir', 'ln', 'echo', 'test', '[', 'printf', 'chmod', 'chown', 'cp', 'mv', 'touch', 'ls', 'grep', 'sed', 'readlink', 'dirname', 'basename', 'find', 'id', 'true', 'false'];
 // GNU tar: dpkg-deb's extraction needs it.
 const DPKG_TOOLS = ['tar', 'dpkg', 'dpkg-deb', 'dpkg-query', 'dpkg-divert', 'dpkg-trigger', 'dpkg-split', 'update-alternatives', 'dpkg-maintscript-helper'];

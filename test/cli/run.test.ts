@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,9 +15,8 @@ import { gunzipSync } from 'node:zlib';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
-import type { FixturePackage } from '../support/deb.js';
+import { hostFile, type FixturePackage } from '../support/deb.js';
 
-const lib = (p: string): { content: Buffer; mode: number } => ({ content: readFileSync(realpathSync(p)), mode: 0o755 });
 const packages: FixturePackage[] = [
   {
     name: 'base-tool',
@@ -40,11 +39,11 @@ const packages: FixturePackage[] = [
     name: 'captools',
     version: '1.0-1',
     files: {
-      '/usr/sbin/setcap': lib('/usr/sbin/setcap'),
+      '/usr/sbin/setcap': hostFile('/usr/sbin/setcap'),
       // Off the library path: busybox (static glibc) would load this libc's NSS modules.
-      '/opt/caplib/libcap.so.2': lib('/lib/x86_64-linux-gnu/libcap.so.2'),
-      '/opt/caplib/libc.so.6': lib('/lib/x86_64-linux-gnu/libc.so.6'),
-      '/usr/lib64/ld-linux-x86-64.so.2': lib('/lib64/ld-linux-x86-64.so.2'),
+      '/opt/caplib/libcap.so.2': hostFile('/lib/x86_64-linux-gnu/libcap.so.2'),
+      '/opt/caplib/libc.so.6': hostFile('/lib/x86_64-linux-gnu/libc.so.6'),
+      '/usr/lib64/ld-linux-x86-64.so.2': hostFile('/lib64/ld-linux-x86-64.so.2'),
     },
   },
 ];

@@ -8,17 +8,16 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
-import type { FixturePackage } from '../support/deb.js';
+import { hostFile, type FixturePackage } from '../support/deb.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 
-const lib = (p: string): { content: Buffer; mode: number } => ({ content: readFileSync(realpathSync(p)), mode: 0o755 });
 const packages: FixturePackage[] = [
   {
     name: 'base-tool',
@@ -35,9 +34,9 @@ const packages: FixturePackage[] = [
     name: 'clock',
     version: '1.0-1',
     files: {
-      '/usr/local/bin/date': lib('/usr/bin/date'),
-      '/opt/libc/libc.so.6': lib('/lib/x86_64-linux-gnu/libc.so.6'),
-      '/usr/lib64/ld-linux-x86-64.so.2': lib('/lib64/ld-linux-x86-64.so.2'),
+      '/usr/local/bin/date': hostFile('/usr/bin/date'),
+      '/opt/libc/libc.so.6': hostFile('/lib/x86_64-linux-gnu/libc.so.6'),
+      '/usr/lib64/ld-linux-x86-64.so.2': hostFile('/lib64/ld-linux-x86-64.so.2'),
     },
   },
 ];

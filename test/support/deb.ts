@@ -2,6 +2,7 @@
 // control.tar.* and data.tar.*, shaped the way `dpkg-deb --build` shapes them, so that
 // dpkg-deb (and anything that reads Debian archives) accepts them.
 import { createHash } from 'node:crypto';
+import { readFileSync, realpathSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { gzipSync } from 'node:zlib';
@@ -32,6 +33,11 @@ export interface FixturePackage {
 }
 
 export const DEFAULT_MTIME = 1700000000;
+
+/** A host executable or library (symlinks followed) as a fixture file, mode 0755. */
+export function hostFile(path: string): { content: Buffer; mode: number } {
+  return { content: readFileSync(realpathSync(path)), mode: 0o755 };
+}
 const MAINTAINER = 'ocibuild tests <tests@ocibuild.invalid>';
 
 // ---------------------------------------------------------------------------
