@@ -16,12 +16,19 @@
  * unpacked tree with the sandbox's changes applied (one layer, not two).
  *
  * Then `dpkg --audit` must be silent, and the upper dir is normalised (normalize.ts).
+ *
+ * Speed: while dpkg works, copies of the .debs with their data.tar decompressed are
+ * written next to them, in install order, on the other core (plain-deb.ts); each dpkg
+ * call takes the plain copy of a package when it is complete, else the .deb as
+ * shipped. dpkg installs the same files from either, so only the time depends on
+ * which one it got.
  */
 import { existsSync } from 'node:fs';
 import { link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pMap from 'p-map';
 import { readDebControl, type DebControl } from '../deb/deb.js';
+import { writePlainDeb } from '../deb/plain-deb.js';
 import { OcibuildError } from '../errors.js';
 import type { LockEntry } from '../apt/lockfile.js';
 import { bytesContent } from '../layer/content.js';
@@ -85,34 +92,38 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
 
   const controls = await pMap(o.debs, (d) => readDebControl(d.path, d.path, o.signal), { concurrency: 8 });
   const sde = o.sourceDateEpoch ?? Math.max(0, ...controls.map((c) => c.builtAt));
+  const scratch = o.below.length === 0;
+  const essential = scratch ? essentialSet(o.debs.map((d) => d.entry)) : new Set<string>();
+  if (scratch && essential.size === 0) {
+    throw new OcibuildError('from: scratch with install: dpkg, but the lock has no Essential: yes packages to bootstrap dpkg with', {
+      where: o.where,
+      hint: 'run ocibuild lock again (a scratch + dpkg lock includes the essential set), or use install: unpack',
+    });
+  }
+  // From scratch the essential set goes first, then the rest in lock order.
+  const first = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [i] : []));
+  const rest = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [] : [i]));
   await mkdir(o.workDir, { recursive: true });
   const dir = await mkdtemp(path.join(o.workDir, 'dpkg-'));
+  let plain: PlainCopies | undefined;
   try {
     const debDir = path.join(dir, 'debs');
-    await mkdir(debDir);
-    const inside: string[] = [];
+    await mkdir(path.join(debDir, PLAIN), { recursive: true });
+    const files: string[] = [];
     for (const [i, d] of o.debs.entries()) {
       const name = `${String(i + 1).padStart(4, '0')}_${d.entry.package}_${d.entry.version.replace(/:/g, '%3a')}_${d.entry.architecture}.deb`;
       // Same file system as the store (its tmp dir): a link, not a copy.
       await link(d.path, path.join(debDir, name));
-      inside.push(`${DEBS_INSIDE}/${name}`);
+      files.push(name);
     }
+    // Made while the rootfs is prepared and dpkg runs, in the order dpkg wants them.
+    plain = plainCopies([...first, ...rest], o, debDir, files);
     const policy = path.join(dir, 'policy-rc.d');
     await writeFile(policy, POLICY_RC_D, { mode: 0o755 });
 
-    const scratch = o.below.length === 0;
     let rootfs: string;
     const script: string[] = [];
-    let manual = new Set<string>();
     if (scratch) {
-      const essential = essentialSet(o.debs.map((d) => d.entry));
-      manual = essential;
-      if (essential.size === 0) {
-        throw new OcibuildError('from: scratch with install: dpkg, but the lock has no Essential: yes packages to bootstrap dpkg with', {
-          where: o.where,
-          hint: 'run ocibuild lock again (a scratch + dpkg lock includes the essential set), or use install: unpack',
-        });
-      }
       o.log(`bootstrapping: unpacking the ${essential.size} essential packages`);
       // A private tree dpkg changes in place: from scratch the whole tree is the layer,
       // and overlayfs only makes dpkg slower. Extracted from an uncompressed tar of the
@@ -126,14 +137,11 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
         await rm(o.store.blobPath(tar.digest), { force: true });
         await rmTree(path.join(dir, 'boot'));
       }
-      const ess = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [inside[i]!] : []));
-      script.push(`${DPKG} --install --force-depends --force-unsafe-io ${ess.join(' ')}`);
-      const rest = o.debs.flatMap((d, i) => (essential.has(d.entry.package) ? [] : [i]));
-      script.push(...batches(rest, controls).map((b) => dpkgInstall(b.map((i) => inside[i]!))));
+      script.push(dpkgInstall('--force-depends --force-unsafe-io', first.map((i) => files[i]!)));
     } else {
       rootfs = (await rootfsFor(o.store, o.below, o.signal ? { signal: o.signal } : {})).path;
-      script.push(...batches(o.debs.map((_, i) => i), controls).map((b) => dpkgInstall(b.map((i) => inside[i]!))));
     }
+    script.push(...batches(rest, controls).map((b) => dpkgInstall(INSTALL_OPTIONS, b.map((i) => files[i]!))));
     script.push(AUDIT);
 
     o.log(`installing ${o.debs.length} packages with dpkg in the sandbox`);
@@ -155,14 +163,14 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
       warn: (m) => o.log(`warning: ${m}`),
       where: o.where,
       ...(o.signal ? { signal: o.signal } : {}),
-    });
+    }).finally(() => plain?.stop());
     // apt's auto/manual marks, when the image has apt (locked now, or in the base).
     const hasApt = o.debs.some((d) => d.entry.package === 'apt') || existsSync(path.join(rootfs, 'usr/bin/apt-get'));
     if (hasApt) {
       const existing = scratch ? undefined : await readFile(path.join(rootfs, EXTENDED_STATES), 'utf8').catch(() => undefined);
       const target = path.join(scratch ? rootfs : step.upper, EXTENDED_STATES);
       await mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
-      await writeFile(target, extendedStates(o.debs.map((d) => d.entry), manual, o.arch, existing), { mode: 0o644 });
+      await writeFile(target, extendedStates(o.debs.map((d) => d.entry), essential, o.arch, existing), { mode: 0o644 });
     }
     if (scratch) {
       await normalizeTree(rootfs, sde);
@@ -184,14 +192,63 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
       await rmTree(step.upper);
     }
   } finally {
+    await plain?.stop();
     await rmTree(dir);
   }
 }
 
 const AUDIT = 'audit=$(/usr/bin/dpkg --audit 2>&1) || true; if [ -n "$audit" ]; then printf "%s\\n" "$audit"; echo "ocibuild: dpkg --audit reports unfinished packages" >&2; exit 1; fi';
 
-function dpkgInstall(debs: string[]): string {
-  return `${DPKG} --install --force-confdef --force-confold --force-unsafe-io ${debs.join(' ')}`;
+const INSTALL_OPTIONS = '--force-confdef --force-confold --force-unsafe-io';
+/** Where the plain copies go, under the .debs' directory. */
+const PLAIN = 'plain';
+
+/**
+ * `dpkg --install` of `names` (files in DEBS_INSIDE), each one's plain copy when it is
+ * complete (it appears under its name only then), else the .deb as shipped.
+ */
+function dpkgInstall(options: string, names: string[]): string {
+  const quoted = names.map((n) => `'${n}'`).join(' ');
+  return (
+    `set --; for deb in ${quoted}; do ` +
+    `if [ -f ${DEBS_INSIDE}/${PLAIN}/"$deb" ]; then set -- "$@" ${DEBS_INSIDE}/${PLAIN}/"$deb"; else set -- "$@" ${DEBS_INSIDE}/"$deb"; fi; ` +
+    `done; ${DPKG} --install ${options} "$@"`
+  );
+}
+
+interface PlainCopies {
+  /** Stops making copies; resolves once the one in progress is abandoned. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The plain copies of the .debs (`names[i]` under PLAIN in `debDir`), written one at a
+ * time in `order` until stopped. A copy that fails is only a lost speed-up (dpkg takes
+ * the .deb itself), so it is reported as a warning and the rest go on.
+ */
+function plainCopies(order: number[], o: DpkgLayerOptions, debDir: string, names: string[]): PlainCopies {
+  const abort = new AbortController();
+  const onOuterAbort = (): void => abort.abort();
+  o.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  const running = (async () => {
+    for (const i of order) {
+      if (abort.signal.aborted) return;
+      const d = o.debs[i]!;
+      try {
+        await writePlainDeb(d.path, path.join(debDir, PLAIN, names[i]!), `${d.entry.package} ${d.entry.version}`, abort.signal);
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        o.log(`warning: no plain copy of ${d.entry.package} (dpkg reads the .deb itself): ${(err as Error).message}`);
+      }
+    }
+  })();
+  return {
+    async stop() {
+      abort.abort();
+      o.signal?.removeEventListener('abort', onOuterAbort);
+      await running;
+    },
+  };
 }
 
 /**
