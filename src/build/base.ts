@@ -6,6 +6,7 @@
 import type { JsonValue } from '../oci/descriptor.js';
 import type { ImageConfigInput } from '../oci/image.js';
 import { scanLayers } from '../oci/layer-scan.js';
+import { EXTENDED_STATES } from './apt-states.js';
 import { pullImage, type ImageConfigDoc, type PulledImage } from '../registry/pull.js';
 import { formatReference, parseReference, type ImageReference } from '../registry/reference.js';
 import type { TransportOptions } from '../registry/transport.js';
@@ -18,6 +19,8 @@ export interface BaseImage {
   image: PulledImage;
   /** The base's var/lib/dpkg/status, when it has dpkg. */
   dpkgStatus?: { text: string; where: string };
+  /** The base's var/lib/apt/extended_states (apt's auto marks), when it has one. */
+  aptExtendedStates?: string;
   /** true: /bin is a link into usr/ (merged /usr); false: a directory; undefined: no /bin. */
   mergedUsr?: boolean;
 }
@@ -66,11 +69,13 @@ export class BaseImages {
       ...(this.opts.signal ? { signal: this.opts.signal } : {}),
       ...(this.opts.log ? { log: this.opts.log } : {}),
     });
-    const scan = await scanLayers(image.layers, [STATUS], ['bin']);
+    const scan = await scanLayers(image.layers, [STATUS, EXTENDED_STATES], ['bin']);
     const status = scan.files.get(STATUS);
+    const states = scan.files.get(EXTENDED_STATES);
     const bin = scan.kinds.get('bin');
     const base: BaseImage = { reference: this.ref, image };
     if (status) base.dpkgStatus = { text: status.toString('utf8'), where: `${name}@${image.digest}:/${STATUS}` };
+    if (states) base.aptExtendedStates = states.toString('utf8');
     if (bin) base.mergedUsr = bin.kind === 'symlink' && /^\/?usr\/bin\/?$/.test(bin.linkname ?? '');
     return base;
   }

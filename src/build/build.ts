@@ -25,12 +25,13 @@ import type { Store } from '../store/store.js';
 import { parseLockfile, inputsDigest, type LockEntry } from '../apt/lockfile.js';
 import { fetchDebs, type FetchedDeb } from '../store/fetch-debs.js';
 import type { LayerEntry } from '../layer/entry.js';
-import { fileContent } from '../layer/content.js';
+import { bytesContent, fileContent } from '../layer/content.js';
 import { buildImage, type ImageConfigInput, type Layer } from '../oci/image.js';
 import { buildIndex, topDescriptor, type BuiltArtifact } from '../oci/index.js';
 import { imageAnnotations } from '../oci/annotations.js';
 import { indexOutputError, indexUnsupported, parseOutput, writeOutput } from '../oci/output.js';
 import { buildAptLayerTree } from './apt-layer.js';
+import { EXTENDED_STATES, extendedStates } from './apt-states.js';
 import { gitRevision, gitSourceUrl } from './git.js';
 import { checkLockfilePaths, lockImage, lockfilePath, lockInputs } from './lock.js';
 import { VERSION } from '../version.js';
@@ -353,8 +354,11 @@ async function unpackLayer(
   },
 ): Promise<CachedLayer> {
   const baseStatus = p.base?.dpkgStatus?.text;
+  // apt's auto marks, when the image has apt (locked now, or in the base's database).
+  const hasApt = p.entries.some((e) => e.package === 'apt') || p.base?.aptExtendedStates !== undefined || /^Package: apt$/m.test(baseStatus ?? '');
+  const states = hasApt ? extendedStates(p.entries, new Set(), p.arch, p.base?.aptExtendedStates) : undefined;
   const createdBy = `ocibuild apt install (unpack): ${spec.apt!.packages.map((x) => x.name).join(' ')} (${p.entries.length} packages)`;
-  const key = stepKey('apt-unpack-v1', {
+  const key = stepKey('apt-unpack-v2', {
     debs: p.entries.map((e) => e.sha256),
     arch: p.arch,
     mergedUsr: p.mergedUsr,
@@ -362,6 +366,7 @@ async function unpackLayer(
     sde: p.explicitSde ?? null,
     version: VERSION,
     ...(baseStatus !== undefined ? { baseStatus: createHash('sha256').update(baseStatus).digest('hex') } : {}),
+    ...(states !== undefined ? { extendedStates: createHash('sha256').update(states).digest('hex') } : {}),
   });
   const cached = await cachedLayer(opts.store, key, createdBy, opts);
   if (cached) {
@@ -377,10 +382,28 @@ async function unpackLayer(
     workDir: p.workDir,
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
+  if (states !== undefined) withFile(tree.entries, EXTENDED_STATES, states, tree.newestMtime);
   // The default date is this platform's newest file. Layer bytes do not depend on
   // it beyond that (nothing is newer, so nothing is clamped), which is why another
   // platform's later date, chosen for the image, leaves this layer as it is.
   return writeAndCache(opts.store, key, tree.entries, p.compression, p.explicitSde ?? tree.newestMtime, createdBy, p.label, p.progress, opts.signal);
+}
+
+/**
+ * Adds (or replaces) the file `rel` with `text`, 0644 root, and the directories above it
+ * that the entries lack, 0755 root (a base image has them already; these then only
+ * repeat them).
+ */
+function withFile(entries: LayerEntry[], rel: string, text: string, mtime: number): void {
+  const have = new Set(entries.map((e) => e.path));
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const dir = parts.slice(0, i).join('/');
+    if (!have.has(dir)) entries.push({ type: 'directory', path: dir, mode: 0o755, uid: 0, gid: 0, mtime });
+  }
+  const at = entries.findIndex((e) => e.path === rel);
+  if (at >= 0) entries.splice(at, 1);
+  entries.push({ type: 'file', path: rel, mode: 0o644, uid: 0, gid: 0, mtime, size: Buffer.byteLength(text), content: bytesContent(Buffer.from(text)) });
 }
 
 /**

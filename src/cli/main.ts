@@ -13,6 +13,14 @@ function appendValue(value: string, previous: string[]): string[] {
 
 /** Runs the ocibuild command line and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // Without root, a build re-runs as root of a user namespace when the user has
+  // subordinate ids (rootless.ts); loaded only then.
+  if (process.getuid?.() !== 0 && !process.env.OCIBUILD_IN_USERNS) {
+    const { rootlessPlan, runRootless } = await import('./rootless.js');
+    const plan = rootlessPlan(argv);
+    const code = plan ? await runRootless(argv, plan) : undefined;
+    if (code !== undefined) return code;
+  }
   // Ctrl-C aborts downloads through the AbortSignal; writes are atomic, so nothing half-written stays.
   const abort = new AbortController();
   const onSigint = (): void => abort.abort(new OcibuildError('interrupted', { exitCode: 130 }));

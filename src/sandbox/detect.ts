@@ -9,18 +9,23 @@ import { access, constants, lstat, mkdir, mkdtemp, readFile, readlink, rm, symli
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OcibuildError } from '../errors.js';
+import { namespacedRoot } from './privilege.js';
 import type { SandboxKind } from './spec.js';
 
 export type SandboxRequest = 'auto' | SandboxKind;
 
 export interface SandboxChoice {
   kind: SandboxKind;
-  /** Running as real root (plain overlay mounts, real uid switches). */
+  /** Running as root (plain overlay mounts, real uid switches), of the machine or of a user namespace. */
   root: boolean;
+  /** Root of a user namespace (a rootless build): overlays need `userxattr`, nspawn is out. */
+  namespaced: boolean;
 }
 
 export interface DetectDeps {
   uid: number;
+  /** uid 0 of a user namespace, not of the machine (privilege.ts); default false. */
+  namespaced?: boolean;
   /** A program's path on PATH, or undefined. */
   which(name: string): Promise<string | undefined>;
   /** The contents of a /proc/sys file, or undefined when it does not exist. */
@@ -31,6 +36,7 @@ export interface DetectDeps {
 
 export const hostDeps: DetectDeps = {
   uid: process.getuid?.() ?? -1,
+  namespaced: namespacedRoot(),
   async which(name) {
     for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
       if (!dir) continue;
@@ -95,16 +101,17 @@ export function detectSandbox(request: SandboxRequest = 'auto', deps: DetectDeps
 
 async function detect(request: SandboxRequest, deps: DetectDeps): Promise<SandboxChoice> {
   const root = deps.uid === 0;
+  const namespaced = root && deps.namespaced === true;
   if (request === 'nspawn') {
     const why = await nspawnProblem(deps);
     if (why) throw new OcibuildError(`sandbox nspawn cannot be used: ${why.reason}`, { hint: why.hint });
-    return { kind: 'nspawn', root: true };
+    return { kind: 'nspawn', root: true, namespaced: false };
   }
   const bw = await bwrapProblem(deps);
-  if (!bw) return { kind: 'bwrap', root };
+  if (!bw) return { kind: 'bwrap', root, namespaced };
   if (request === 'bwrap') throw new OcibuildError(`sandbox bwrap cannot be used: ${bw.reason}`, { hint: bw.hint });
   const ns = await nspawnProblem(deps);
-  if (!ns) return { kind: 'nspawn', root: true };
+  if (!ns) return { kind: 'nspawn', root: true, namespaced: false };
   throw new OcibuildError(`no sandbox can run RUN steps here: bwrap: ${bw.reason}; systemd-nspawn: ${ns.reason}`, {
     hint: `${bw.hint}; or ${ns.hint}`,
   });
@@ -155,6 +162,9 @@ async function bwrapProblem(deps: DetectDeps): Promise<Problem | undefined> {
 
 async function nspawnProblem(deps: DetectDeps): Promise<Problem | undefined> {
   if (deps.uid !== 0) return { reason: 'systemd-nspawn needs root', hint: 'run ocibuild as root, or use sandbox: bwrap' };
+  if (deps.namespaced) {
+    return { reason: 'systemd-nspawn needs the machine\'s root, and this rootless build runs as root of a user namespace', hint: 'use sandbox: bwrap, or run ocibuild as root' };
+  }
   if (!(await deps.which('systemd-nspawn'))) {
     return { reason: 'systemd-nspawn is not installed', hint: 'install systemd-container (Debian/Ubuntu: apt-get install systemd-container)' };
   }

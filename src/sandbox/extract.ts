@@ -125,6 +125,11 @@ async function applyLayer(tree: TreeWriter, layer: Layer, signal: AbortSignal | 
   }
 }
 
+export const ROOTLESS_HINT =
+  'extracting a rootfs (owners, device nodes, capabilities) needs root: run ocibuild as root, or give your user subordinate ids ' +
+  '(`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`, and the uidmap package for newuidmap/newgidmap) ' +
+  'so that ocibuild runs rootless in a user namespace (device nodes other than whiteouts need real root even then)';
+
 function extractError(err: unknown, where: string, entry: string | undefined): OcibuildError {
   if (err instanceof OcibuildError) return err;
   const e = err as NodeJS.ErrnoException;
@@ -133,7 +138,7 @@ function extractError(err: unknown, where: string, entry: string | undefined): O
   const needsRoot = e.code === 'EPERM' || (e.code === 'EINVAL' && (e.syscall === 'lchown' || e.syscall === 'fchown'));
   return new OcibuildError(`cannot extract the layer: ${what}${e.message ?? String(err)}`, {
     where,
-    hint: needsRoot ? 'extracting a rootfs (owners, device nodes, capabilities) needs root or a user namespace mapped to root' : undefined,
+    hint: needsRoot ? ROOTLESS_HINT : undefined,
     cause: err,
   });
 }

@@ -25,6 +25,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { OcibuildError } from '../errors.js';
+import { namespacedRoot } from './privilege.js';
 
 export interface OverlayLayout {
   /** Read-only trees, topmost first (overlayfs's own order). */
@@ -38,7 +39,10 @@ export interface OverlayLayout {
 }
 
 export interface OverlayFlavor {
-  /** Mounted inside a user namespace (no root): adds `userxattr`. */
+  /**
+   * Mounted inside a user namespace (no root): adds `userxattr`. The holder creates
+   * the namespace, unless this process is already the root of one (a rootless build).
+   */
   userns: boolean;
   /** The plain-diff options this kernel accepts. */
   options: string[];
@@ -127,10 +131,15 @@ export function commonParent(paths: string[]): string {
 // The holder: mount, say so, then wait for stdin to close. `cat` keeps the namespace alive.
 const HOLDER_SCRIPT = 'cd "$1" && mount -t overlay overlay -o "$2" "$3" || exit 1\necho ready\nexec cat >/dev/null';
 
+/** Whether the holder makes a user namespace of its own (see OverlayFlavor.userns). */
+function ownUserns(userns: boolean): boolean {
+  return userns && !namespacedRoot();
+}
+
 function holderArgv(userns: boolean, cwd: string, data: string, merged: string): string[] {
   return [
     'unshare',
-    ...(userns ? ['--user', '--map-root-user'] : []),
+    ...(ownUserns(userns) ? ['--user', '--map-root-user'] : []),
     '--mount',
     '--propagation',
     'private',
@@ -173,7 +182,7 @@ function startHolder(layout: OverlayLayout, flavor: OverlayFlavor): Promise<Moun
         const pid = child.pid!;
         resolve({
           view: `/proc/${pid}/root${layout.merged}`,
-          enter: ['nsenter', `--target=${pid}`, '--mount', ...(flavor.userns ? ['--user', '--preserve-credentials'] : []), '--'],
+          enter: ['nsenter', `--target=${pid}`, '--mount', ...(ownUserns(flavor.userns) ? ['--user', '--preserve-credentials'] : []), '--'],
           holderPid: pid,
           unmount: async () => {
             child.stdin.end();

@@ -270,7 +270,7 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
     if (o.overlay === 'in-place') run = await inPlace(o, choice, upper, scaffold, hostResolv);
     else if (o.overlay !== 'copy') {
       try {
-        run = await onOverlay(o, choice, upper, scaffold, hostResolv, await probeOverlay(o.dir, !choice.root));
+        run = await onOverlay(o, choice, upper, scaffold, hostResolv, await probeOverlay(o.dir, !choice.root || choice.namespaced));
       } catch (err) {
         if (!(err instanceof OverlayUnavailableError) || o.overlay === 'require') throw err;
         o.warn?.(`${err.message}; falling back to copying the rootfs and comparing it afterwards (slower, uses disk space)`);
@@ -295,7 +295,7 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
     sandbox: choice.kind,
     method: run.method,
     whiteouts: run.whiteouts,
-    overlayXattrs: run.method === 'overlay' && !choice.root ? 'user' : 'trusted',
+    overlayXattrs: run.method === 'overlay' && (!choice.root || choice.namespaced) ? 'user' : 'trusted',
   };
 }
 

@@ -36,6 +36,8 @@ const packages: FixturePackage[] = [
   },
   { name: 'libhello', version: '1.2-1', multiArch: 'same', files: { '/usr/lib/x86_64-linux-gnu/libhello.so.1': 'ELF?' }, dataCompression: 'zst' },
   { name: 'hello-data', version: '1.0-1', arch: 'all', files: { '/usr/share/hello/data.txt': 'data\n' }, dataCompression: 'gz' },
+  // Stands in for apt: its presence makes the build write apt's auto marks.
+  { name: 'apt', version: '2.6.1', files: { '/usr/bin/apt-get': '#!/bin/sh\n', '/var/lib/apt/lists/partial': { dir: true } } },
 ];
 
 let tmp: string;
@@ -133,6 +135,28 @@ test('build is reproducible: two empty stores, a warm store and another tag give
   assert.equal(archive, first);
   const inspect = JSON.parse((await run('skopeo', ['inspect', `oci-archive:${dir}/image.tar:a`])).stdout) as { Digest: string };
   assert.equal(inspect.Digest, first);
+});
+
+test('install: unpack with apt in the image writes apt\'s auto marks: dependencies auto, requested packages manual', async () => {
+  const dir = await specDir('states', spec(server.url, repo.keyringPath, ['hello', 'apt']));
+  const layout = path.join(dir, 'layout');
+  const r = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', `oci:${layout}:v1`, '--cache-dir', path.join(dir, 'cache'), '-q']);
+  assert.equal(r.code, 0, r.stderr);
+  const rootfs = path.join(dir, 'rootfs');
+  await run('umoci', ['raw', 'unpack', '--image', `${layout}:v1`, rootfs]);
+  assert.equal(
+    await readFile(path.join(rootfs, 'var/lib/apt/extended_states'), 'utf8'),
+    'Package: hello-data\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: libhello\nArchitecture: amd64\nAuto-Installed: 1\n',
+  );
+  // apt itself reads it so: apt-mark on the image's own database.
+  const aptMark = await run('apt-mark', ['showauto', '-o', `Dir=${rootfs}`, '-o', `Dir::State::status=${rootfs}/var/lib/dpkg/status`, '-o', 'Dir::Etc::SourceList=/dev/null', '-o', 'Dir::Etc::SourceParts=/dev/null']);
+  assert.deepEqual(aptMark.stdout.trim().split('\n').sort(), ['hello-data', 'libhello']);
+  // Without apt in the image, no such file.
+  const plain = await specDir('states-none', spec(server.url, repo.keyringPath, ['hello']));
+  const r2 = await ocibuild(['build', '-f', path.join(plain, 'image.yaml'), '--output', `oci:${plain}/layout:v1`, '--cache-dir', path.join(dir, 'cache'), '-q']);
+  assert.equal(r2.code, 0, r2.stderr);
+  await run('umoci', ['raw', 'unpack', '--image', `${plain}/layout:v1`, path.join(plain, 'rootfs')]);
+  await assert.rejects(stat(path.join(plain, 'rootfs/var/lib/apt/extended_states')), { code: 'ENOENT' });
 });
 
 test('zstd layers carry the OCI zstd media type and a different digest; SOURCE_DATE_EPOCH sets created', async () => {

@@ -5,13 +5,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { CLI, ocibuild, scratchSpec, type CliRun } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import type { FixturePackage } from '../support/deb.js';
+import { ageStore } from '../support/age-store.js';
 
 const packages: FixturePackage[] = [
   {
@@ -70,17 +71,6 @@ function manifestLayers(dir: string): Array<{ digest: string; size: number }> {
   const layout = path.join(dir, 'out');
   const index = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
   return (JSON.parse(readFileSync(path.join(layout, 'blobs/sha256', index.manifests[0]!.digest.slice(7)), 'utf8')) as { layers: Array<{ digest: string; size: number }> }).layers;
-}
-
-/**
- * Every entry of the store last used an hour ago: older than any build the test starts
- * next, and than the second before a prune that prune holds back (cache-prune.ts).
- */
-async function ageStore(store: string): Promise<void> {
-  const old = new Date(Date.now() - 3_600_000);
-  for (const sub of ['blobs/sha256', 'rootfs', 'cache-mounts', ...(await readdir(path.join(store, 'cache')).catch(() => [])).map((k) => `cache/${k}`)]) {
-    for (const name of await readdir(path.join(store, sub)).catch(() => [] as string[])) await utimes(path.join(store, sub, name), old, old);
-  }
 }
 
 /** Every file and tree name the store's entries live under, for before/after comparisons. */

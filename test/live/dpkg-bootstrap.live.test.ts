@@ -3,17 +3,20 @@
 // and passwd installed by dpkg with their maintainer scripts), RUN lines that use
 // Python's ssl module and useradd. The image runs under runc (via umoci unpack); the
 // host's dpkg finds nothing half-installed or changed; a second build in another store
-// (sharing only the downloaded .debs) gives the same digest.
+// (sharing only the downloaded .debs), run rootless by an unprivileged user with
+// subordinate ids, gives the same digest.
 //
-// Runs only with OCIBUILD_LIVE=1 (network), as root (the sandbox, umoci, runc).
+// Runs only with OCIBUILD_LIVE=1 (network), as root (the sandbox, umoci, runc, and
+// setting up the rootless user).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ocibuild } from '../support/cli.js';
+import { rootlessUser } from '../support/rootless-user.js';
 
 const LIVE = process.env.OCIBUILD_LIVE === '1';
 
@@ -29,7 +32,7 @@ config:
   entrypoint: [/usr/bin/python3, -c, "import ssl; print(ssl.OPENSSL_VERSION)"]
 `;
 
-test('live: from scratch, install: dpkg, RUN; runs under runc; dpkg --audit and -V clean; rebuilt to the same digest', { skip: !LIVE && 'OCIBUILD_LIVE=1 not set', timeout: 20 * 60_000 }, async () => {
+test('live: from scratch, install: dpkg, RUN; runs under runc; dpkg --audit and -V clean; rebuilt rootless to the same digest', { skip: !LIVE && 'OCIBUILD_LIVE=1 not set', timeout: 20 * 60_000 }, async () => {
   const tmp = await mkdtemp(path.join(tmpdir(), 'ocibuild-live-dpkg-'));
   try {
     await writeFile(path.join(tmp, 'image.yaml'), SPEC);
@@ -60,13 +63,18 @@ test('live: from scratch, install: dpkg, RUN; runs under runc; dpkg --audit and 
       assert.ok(!existsSync(path.join(rootfs, volatile)), `${volatile} is not in the image`);
     }
 
-    // Only the .debs are shared: no layer, no rootfs, no lock of the first store.
-    const store2 = path.join(tmp, 'store2');
-    execFileSync('mkdir', ['-p', store2]);
-    execFileSync('cp', ['-al', path.join(tmp, 'store', 'blobs'), store2]);
-    const second = await build(store2, path.join(tmp, 'out2'));
+    // Only the .debs are shared: no layer, no rootfs, no lock of the first store. The
+    // second build runs without root (src/cli/rootless.ts), with the lock root wrote.
+    await chmod(tmp, 0o755);
+    const user = await rootlessUser(tmp);
+    const store2 = await user.dir(path.join(tmp, 'store2'));
+    execFileSync('cp', ['-a', path.join(tmp, 'store', 'blobs'), store2]);
+    execFileSync('chown', ['-R', `${user.uid}:${user.gid}`, store2]);
+    execFileSync('sh', ['-c', 'chmod a+r "$1"/image.yaml "$1"/*.lock', 'sh', tmp]);
+    const out2 = await user.dir(path.join(tmp, 'out2'));
+    const second = await user.ocibuild(['build', '--locked', '-f', path.join(tmp, 'image.yaml'), '-o', `oci:${out2}/layout:latest`, '--cache-dir', store2, '-q']);
     assert.equal(second.code, 0, second.stderr);
-    assert.equal(second.stdout, first.stdout, 'the same digest from a second, independent build');
+    assert.equal(second.stdout, first.stdout, 'the same digest from a second, independent, rootless build');
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

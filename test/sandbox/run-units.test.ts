@@ -209,10 +209,10 @@ function deps(over: Partial<DetectDeps> & { have?: string[]; sysctl?: Record<str
 }
 
 test('detectSandbox: bwrap by default, nspawn on request as root', async () => {
-  assert.deepEqual(await detectSandbox('auto', deps({ uid: 1000 })), { kind: 'bwrap', root: false });
-  assert.deepEqual(await detectSandbox('auto', deps({ uid: 0 })), { kind: 'bwrap', root: true });
-  assert.deepEqual(await detectSandbox('nspawn', deps({ uid: 0 })), { kind: 'nspawn', root: true });
-  assert.deepEqual(await detectSandbox('auto', deps({ uid: 0, have: ['systemd-nspawn', 'unshare', 'nsenter', 'mount', 'setpriv'] })), { kind: 'nspawn', root: true });
+  assert.deepEqual(await detectSandbox('auto', deps({ uid: 1000 })), { kind: 'bwrap', root: false, namespaced: false });
+  assert.deepEqual(await detectSandbox('auto', deps({ uid: 0 })), { kind: 'bwrap', root: true, namespaced: false });
+  assert.deepEqual(await detectSandbox('nspawn', deps({ uid: 0 })), { kind: 'nspawn', root: true, namespaced: false });
+  assert.deepEqual(await detectSandbox('auto', deps({ uid: 0, have: ['systemd-nspawn', 'unshare', 'nsenter', 'mount', 'setpriv'] })), { kind: 'nspawn', root: true, namespaced: false });
 });
 
 test('detectSandbox: errors say what to install and which kernel feature is off', async () => {

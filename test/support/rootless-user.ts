@@ -1,0 +1,83 @@
+// An unprivileged user with subordinate ids, and a copy of the CLI it can run: for
+// tests of rootless builds (src/cli/rootless.ts). The tests run as root and set this up
+// themselves (useradd, usermod --add-subuids, the uidmap package).
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chownSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { subordinateRange } from '../../src/cli/rootless.js';
+import type { CliRun } from './cli.js';
+
+export const ROOTLESS_USER = 'ocibuild-rootless';
+// A range no other test or system user is likely to hold; 65536 ids cover nobody (65534).
+export const SUB_START = 300000;
+export const SUB_COUNT = 65536;
+
+export interface RootlessUser {
+  uid: number;
+  gid: number;
+  /** The CLI copy the user runs. */
+  cli: string;
+  /** A directory (made if missing) owned by the user. */
+  dir(p: string): Promise<string>;
+  /** Runs the CLI as the user, HOME in `home`. */
+  ocibuild(args: string[], env?: NodeJS.ProcessEnv): Promise<CliRun>;
+}
+
+function sh(cmd: string): string {
+  return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Sets up the user (idempotent) and copies the CLI into `tmp` (which must be 0755). */
+export async function rootlessUser(tmp: string): Promise<RootlessUser> {
+  if (process.getuid?.() !== 0) throw new Error('setting up a rootless test user needs root');
+  if (spawnSync('sh', ['-c', 'command -v newuidmap && command -v newgidmap']).status !== 0) {
+    sh('DEBIAN_FRONTEND=noninteractive apt-get install -y -q uidmap >/dev/null');
+  }
+  if (spawnSync('id', ['-u', ROOTLESS_USER]).status !== 0) sh(`useradd --system --no-create-home --shell /usr/sbin/nologin ${ROOTLESS_USER}`);
+  for (const [file, flag] of [['/etc/subuid', '--add-subuids'], ['/etc/subgid', '--add-subgids']] as const) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      // usermod creates it
+    }
+    if (!subordinateRange(text, { name: ROOTLESS_USER, id: -1 })) sh(`usermod ${flag} ${SUB_START}-${SUB_START + SUB_COUNT - 1} ${ROOTLESS_USER}`);
+  }
+  const uid = Number(sh(`id -u ${ROOTLESS_USER}`).trim());
+  const gid = Number(sh(`id -g ${ROOTLESS_USER}`).trim());
+
+  // The repository may sit in root's private home: the user runs a readable copy.
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+  const app = path.join(tmp, 'app');
+  await mkdir(app, { recursive: true });
+  for (const part of ['bin', 'dist', 'native', 'node_modules', 'package.json']) execFileSync('cp', ['-a', path.join(root, part), app]);
+  execFileSync('chmod', ['-R', 'a+rX', app]);
+  const cli = path.join(app, 'bin/ocibuild');
+
+  return {
+    uid,
+    gid,
+    cli,
+    async dir(p) {
+      await mkdir(p, { recursive: true });
+      chownSync(p, uid, gid);
+      return p;
+    },
+    ocibuild(args, env = {}) {
+      return new Promise((resolve, reject) => {
+        const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', process.execPath, cli, ...args], {
+          env: { PATH: process.env.PATH, HOME: path.join(tmp, 'home'), LC_ALL: 'C', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d));
+        child.stderr.on('data', (d: Buffer) => (stderr += d));
+        child.on('error', reject);
+        child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+      });
+    },
+  };
+}
