@@ -24,7 +24,7 @@
  * which one it got.
  */
 import { existsSync } from 'node:fs';
-import { link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pMap from 'p-map';
 import { readDebControl, type DebControl } from '../deb/deb.js';
@@ -33,11 +33,10 @@ import { OcibuildError } from '../errors.js';
 import type { LockEntry } from '../apt/lockfile.js';
 import { bytesContent } from '../layer/content.js';
 import type { LayerEntry } from '../layer/entry.js';
-import { writeLayer } from '../layer/write-layer.js';
-import { storeLayer } from '../oci/image.js';
+import { writeTar } from '../layer/tar-writer.js';
 import { rmTree } from '../sandbox/overlay.js';
 import { adoptRootfs, chainId, rootfsFor } from './tracked.js';
-import { extractLayers } from '../sandbox/extract.js';
+import { extractTar } from '../sandbox/extract.js';
 import { runStep } from '../sandbox/run-step.js';
 import { dirInTree, upperToEntries } from '../sandbox/upper.js';
 import { VERSION } from '../version.js';
@@ -90,8 +89,12 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
     return cached;
   }
 
-  const controls = await pMap(o.debs, (d) => readDebControl(d.path, d.path, o.signal), { concurrency: 8 });
-  const sde = o.sourceDateEpoch ?? Math.max(0, ...controls.map((c) => c.builtAt));
+  // Read while the bootstrap tree is made: the dates and the batches need them.
+  const reading = pMap(o.debs, (d) => readDebControl(d.path, d.path, o.signal), { concurrency: 8 }).then((controls) => ({
+    controls,
+    sde: o.sourceDateEpoch ?? Math.max(0, ...controls.map((c) => c.builtAt)),
+  }));
+  reading.catch(() => {}); // awaited below; an early failure must not count as unhandled
   const scratch = o.below.length === 0;
   const essential = scratch ? essentialSet(o.debs.map((d) => d.entry)) : new Set<string>();
   if (scratch && essential.size === 0) {
@@ -123,18 +126,17 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
 
     let rootfs: string;
     const script: string[] = [];
-    if (scratch) {
-      o.log(`bootstrapping: unpacking the ${essential.size} essential packages`);
+    if (scratch) o.log(`bootstrapping: unpacking the ${essential.size} essential packages`);
+    const boot = scratch ? await bootstrapTree(o, essential, path.join(dir, 'boot')) : undefined;
+    const { controls, sde } = await reading;
+    if (boot) {
       // A private tree dpkg changes in place: from scratch the whole tree is the layer,
-      // and overlayfs only makes dpkg slower. Extracted from an uncompressed tar of the
-      // unpacked packages, with the checks every extraction makes; the tar is dropped.
-      const boot = await bootstrapTree(o, essential, path.join(dir, 'boot'));
-      const tar = await writeLayer(boot.entries, { store: o.store, compression: 'none', sourceDateEpoch: sde, ...(o.signal ? { signal: o.signal } : {}) });
+      // and overlayfs only makes dpkg slower. Written by the extractor (with the checks
+      // every extraction makes) from a tar of the unpacked packages streamed to it.
       rootfs = path.join(dir, 'tree');
       try {
-        await extractLayers([storeLayer(o.store, tar)], rootfs, o.signal ? { signal: o.signal } : {});
+        await extractTar(writeTar(boot.entries, { sourceDateEpoch: sde }), rootfs, 'the essential packages', o.signal);
       } finally {
-        await rm(o.store.blobPath(tar.digest), { force: true });
         await rmTree(path.join(dir, 'boot'));
       }
       script.push(dpkgInstall('--force-depends --force-unsafe-io', first.map((i) => files[i]!)));

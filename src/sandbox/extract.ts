@@ -81,16 +81,42 @@ const OPAQUE = '.wh..wh..opq';
  * are checked against its diffId.
  */
 export async function extractLayers(layers: readonly Layer[], dir: string, opts: ExtractOptions = {}): Promise<void> {
-  opts.signal?.throwIfAborted();
-  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  await mkdir(tmp, { mode: 0o700 });
-  try {
-    const tree = new TreeWriter(tmp);
+  await buildTree(dir, opts.signal, async (tree) => {
     for (const [i, layer] of layers.entries()) {
       opts.signal?.throwIfAborted();
       await applyLayer(tree, layer, opts.signal);
       opts.onLayer?.(i, layer);
     }
+  });
+}
+
+/**
+ * Extracts one uncompressed tar stream into `dir` (which must not exist), with the
+ * same checks and the same all-or-nothing result as extractLayers; for a tar this
+ * process writes itself (nothing to check it against). `where` names it in errors.
+ */
+export async function extractTar(tar: NodeJS.ReadableStream, dir: string, where: string, signal?: AbortSignal): Promise<void> {
+  await buildTree(dir, signal, async (tree) => {
+    tree.startLayer();
+    const reader = new TarReader((h) => tree.entry(h));
+    try {
+      await pipeline(tar, reader, signal ? { signal } : {});
+    } catch (err) {
+      tree.abort();
+      if (signal?.aborted) throw err;
+      throw extractError(err, where, reader.current);
+    }
+  });
+}
+
+/** A private temporary tree that `fill` writes and that becomes `dir` only when complete. */
+async function buildTree(dir: string, signal: AbortSignal | undefined, fill: (tree: TreeWriter) => Promise<void>): Promise<void> {
+  signal?.throwIfAborted();
+  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  await mkdir(tmp, { mode: 0o700 });
+  try {
+    const tree = new TreeWriter(tmp);
+    await fill(tree);
     tree.finish();
     await rename(tmp, dir);
   } catch (err) {

@@ -7,11 +7,12 @@ import assert from 'node:assert/strict';
 import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { OcibuildError } from '../../src/errors.js';
 import { bytesContent } from '../../src/layer/content.js';
 import type { LayerEntry } from '../../src/layer/entry.js';
 import type { Layer } from '../../src/oci/image.js';
-import { extractLayers } from '../../src/sandbox/extract.js';
+import { extractLayers, extractTar } from '../../src/sandbox/extract.js';
 import { lgetxattr } from '../../src/sandbox/native-fs.js';
 import { scratchDirs } from '../support/scratch.js';
 import { diffSnapshots, entriesTar, memoryLayer, rawTar, requireRoot, sh, snapshot, umociUnpack, type RawMember } from './support.js';
@@ -354,6 +355,27 @@ test('a truncated layer fails with the layer and leaves nothing', async () => {
     assert.match(err.message, /truncated/);
     return true;
   });
+  assert.deepEqual(leftovers(work, 'root'), []);
+});
+
+test('extractTar: a tar stream gives the tree extractLayers gives; a hostile one is refused, naming it, and leaves nothing', async () => {
+  requireRoot();
+  const work = await scratch('extract-tar');
+  const raw = await entriesTar(stack()[0]!);
+  await extractLayers([memoryLayer(raw, 'none')], join(work, 'from-layer'));
+  await extractTar(Readable.from([raw]), join(work, 'from-tar'), 'a test tar');
+  assert.deepEqual(tree(join(work, 'from-tar')), tree(join(work, 'from-layer')));
+
+  const outside = join(work, 'outside');
+  await mkdir(outside);
+  const hostile = await rawTar([{ header: { name: 'link', type: 'symlink', linkname: outside } }, { header: { name: 'link/pwned' }, body: 'x' }]);
+  await assert.rejects(extractTar(Readable.from([hostile]), join(work, 'root'), 'a test tar'), (err: unknown) => {
+    assert.ok(err instanceof OcibuildError, String(err));
+    assert.equal(err.where, 'a test tar');
+    assert.match(err.message, /entry "link\/pwned".*parent "link" is a symlink/);
+    return true;
+  });
+  assert.deepEqual(await readdir(outside), []);
   assert.deepEqual(leftovers(work, 'root'), []);
 });
 
