@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -221,13 +221,15 @@ test('a failing RUN line fails the build with its exit code and output, and writ
   assert.deepEqual(await leftovers(r.store), []);
 });
 
-test('containment: no host files, no network unless asked, nothing left on the host', async () => {
+test('containment: no host files, no network unless asked, nothing left on the host; /etc/hosts names the sandbox', async () => {
   const hostFile = path.join(tmp, 'host-only-file');
   await writeFile(hostFile, 'host\n');
   const probe = [
     `if [ -e ${hostFile} ]; then echo HOST-VISIBLE; exit 1; fi`,
     `if wget -q -O /dev/null ${server.url}/dists/stable/Release; then echo NET; else echo NO-NET; fi`,
     'echo "$(hostname) $(id -u) $SOURCE_DATE_EPOCH" > /probe',
+    // The step's own /etc/hosts: the hostname resolves; writes to it are dropped.
+    'grep -q "^127.0.1.1.ocibuild$" /etc/hosts && echo HOSTS-OK && echo "10.9.9.9 extra" >> /etc/hosts',
   ];
   const off = await build(await specDir('contain', runSpec(yamlList('run', probe))));
   assert.equal(off.code, 0, off.stderr);
@@ -238,6 +240,8 @@ test('containment: no host files, no network unless asked, nothing left on the h
   assert.match(on.stderr, /\| NET/);
   const rootfs = umociUnpack(off.layout, path.join(tmp, 'contain-rootfs'));
   assert.equal(readFileSync(path.join(rootfs, 'probe'), 'utf8'), 'ocibuild 0 1700000000\n');
+  assert.match(off.stderr, /\| HOSTS-OK/);
+  assert.ok(!existsSync(path.join(rootfs, 'etc/hosts')), 'the step\'s /etc/hosts is in no layer');
   assert.deepEqual(await leftovers(off.store), []);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
   assert.ok(!mounts.includes(off.store), `mounts left under the store:\n${mounts}`);
