@@ -1,7 +1,7 @@
 // An unprivileged user with subordinate ids, and a copy of the CLI it can run: for
 // tests of rootless builds (src/cli/rootless.ts). The tests run as root and set this up
 // themselves (useradd, usermod --add-subuids, the uidmap package).
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chownSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -32,18 +32,18 @@ function sh(cmd: string): string {
 /** Sets up the user (idempotent) and copies the CLI into `tmp` (which must be 0755). */
 export async function rootlessUser(tmp: string): Promise<RootlessUser> {
   if (process.getuid?.() !== 0) throw new Error('setting up a rootless test user needs root');
-  if (spawnSync('sh', ['-c', 'command -v newuidmap && command -v newgidmap']).status !== 0) {
-    sh('DEBIAN_FRONTEND=noninteractive apt-get install -y -q uidmap >/dev/null');
-  }
-  if (spawnSync('id', ['-u', ROOTLESS_USER]).status !== 0) sh(`useradd --system --no-create-home --shell /usr/sbin/nologin ${ROOTLESS_USER}`);
-  for (const [file, flag] of [['/etc/subuid', '--add-subuids'], ['/etc/subgid', '--add-subgids']] as const) {
-    let text = '';
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      // usermod creates it
-    }
-    if (!subordinateRange(text, { name: ROOTLESS_USER, id: -1 })) sh(`usermod ${flag} ${SUB_START}-${SUB_START + SUB_COUNT - 1} ${ROOTLESS_USER}`);
+  // One set-up at a time: test files run in parallel, and two useradds or usermods
+  // racing would fail or write a range twice.
+  const setup = [
+    'set -e',
+    'command -v newuidmap >/dev/null && command -v newgidmap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q uidmap >/dev/null',
+    `id -u ${ROOTLESS_USER} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin ${ROOTLESS_USER}`,
+    `grep -q '^${ROOTLESS_USER}:' /etc/subuid 2>/dev/null || usermod --add-subuids ${SUB_START}-${SUB_START + SUB_COUNT - 1} ${ROOTLESS_USER}`,
+    `grep -q '^${ROOTLESS_USER}:' /etc/subgid 2>/dev/null || usermod --add-subgids ${SUB_START}-${SUB_START + SUB_COUNT - 1} ${ROOTLESS_USER}`,
+  ].join('\n');
+  execFileSync('flock', ['/run/lock/ocibuild-rootless-user.lock', 'sh', '-c', setup], { stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    if (!subordinateRange(readFileSync(file, 'utf8'), { name: ROOTLESS_USER, id: -1 })) throw new Error(`${file} has no usable range for ${ROOTLESS_USER}`);
   }
   const uid = Number(sh(`id -u ${ROOTLESS_USER}`).trim());
   const gid = Number(sh(`id -g ${ROOTLESS_USER}`).trim());
