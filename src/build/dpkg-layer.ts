@@ -24,7 +24,7 @@
  * which one it got.
  */
 import { existsSync } from 'node:fs';
-import { link, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, readFile, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pMap from 'p-map';
 import { readDebControl, type DebControl } from '../deb/deb.js';
@@ -119,8 +119,10 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
       await link(d.path, path.join(debDir, name));
       files.push(name);
     }
-    // Made while the rootfs is prepared and dpkg runs, in the order dpkg wants them.
-    plain = plainCopies([...first, ...rest], o, debDir, files);
+    // Made while the rootfs is prepared and dpkg runs, in the order dpkg wants them;
+    // only where the disk has room for them beside what dpkg writes.
+    if (await roomForPlainCopies(debDir, o.debs)) plain = plainCopies([...first, ...rest], o, debDir, files);
+    else o.log('not enough free disk space for uncompressed copies of the .debs: dpkg reads them as shipped');
     const policy = path.join(dir, 'policy-rc.d');
     await writeFile(policy, POLICY_RC_D, { mode: 0o755 });
 
@@ -216,6 +218,13 @@ function dpkgInstall(options: string, names: string[]): string {
     `if [ -f ${DEBS_INSIDE}/${PLAIN}/"$deb" ]; then set -- "$@" ${DEBS_INSIDE}/${PLAIN}/"$deb"; else set -- "$@" ${DEBS_INSIDE}/"$deb"; fi; ` +
     `done; ${DPKG} --install ${options} "$@"`
   );
+}
+
+/** Compressed .debs hold about a fifth of their data.tar; 5× the .debs, plus 1 GiB for dpkg, must be free. */
+async function roomForPlainCopies(dir: string, debs: DpkgLayerOptions['debs']): Promise<boolean> {
+  const compressed = debs.reduce((n, d) => n + d.entry.size, 0);
+  const fs = await statfs(dir).catch(() => undefined);
+  return fs !== undefined && fs.bavail * fs.bsize >= 5 * compressed + 2 ** 30;
 }
 
 interface PlainCopies {
