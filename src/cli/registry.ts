@@ -16,6 +16,7 @@ import { createProgress } from './progress.js';
 
 export interface RegistryCliOptions {
   insecureRegistry?: string[];
+  certDir?: string;
   username?: string;
   passwordStdin?: boolean;
   quiet?: boolean;
@@ -37,6 +38,7 @@ export async function registryOptions(opts: RegistryCliOptions, env: NodeJS.Proc
   }
   return {
     insecureRegistries: insecure,
+    ...(opts.certDir !== undefined ? { certDir: opts.certDir } : {}),
     ...(credential ? { credential } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   };

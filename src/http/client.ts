@@ -40,6 +40,9 @@ export interface HttpSettings {
   timeouts?: Partial<HttpTimeouts>;
   /** Extra trusted CA certificates (PEM) for https; the connection pool is kept per CA set. */
   ca?: string | Buffer | Array<string | Buffer>;
+  /** A client certificate and its key (PEM) for https servers that ask for one. */
+  cert?: Buffer;
+  key?: Buffer;
 }
 
 /**
@@ -144,12 +147,13 @@ export async function request(url: string | URL, opts: RequestOptions = {}): Pro
   const agent = await agentFor(target.protocol);
   const timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
   const method = (opts.method ?? 'GET').toUpperCase();
-  const nodeOpts: NodeRequestOptions & { ca?: HttpSettings['ca'] } = {
+  const nodeOpts: NodeRequestOptions & Pick<HttpSettings, 'ca' | 'cert' | 'key'> = {
     method,
     agent,
     headers: opts.headers ?? {},
-    // Part of the agent's pool key: connections trusting another CA set are not shared.
+    // Part of the agent's pool key: connections with another CA set or client certificate are not shared.
     ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+    ...(opts.cert !== undefined && opts.key !== undefined ? { cert: opts.cert, key: opts.key } : {}),
   };
   // The signal may have fired while node:https was loading.
   opts.signal?.throwIfAborted();

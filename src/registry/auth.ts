@@ -62,7 +62,15 @@ export class RegistryAuth {
   private async doPing(): Promise<void> {
     const url = new URL('/v2/', this.baseUrl).toString();
     const res = await this.opts.send(url, { method: 'GET', headers: { 'user-agent': 'ocibuild' } });
+    // Go's TLS servers answer plain HTTP with 400 "Client sent an HTTP request to an HTTPS server".
+    const said = res.status === 400 ? await res.body.text().catch(() => '') : '';
     await res.body.dump().catch(() => undefined);
+    if (url.startsWith('http:') && /HTTPS server|plain HTTP request was sent to HTTPS/i.test(said)) {
+      throw new OcibuildError(`${this.registry} speaks HTTPS, and ocibuild talked plain HTTP to it (a loopback registry is plain HTTP unless TLS is configured for it)`, {
+        where: url,
+        hint: `put the registry's CA certificate in /etc/containers/certs.d/${this.registry}/ca.crt (or ~/.config/containers/certs.d/${this.registry}/), or pass --cert-dir DIR`,
+      });
+    }
     if (res.status === 401) {
       this.learn(parseWwwAuthenticate(res.headers['www-authenticate'] ?? []), url);
       return;

@@ -259,8 +259,9 @@ function maybeIPv6(host: string): boolean {
  * HTTP for loopback registries and for those listed in `insecureRegistries`
  * (compared after normalizeRegistry, so "http://host:5000/" lists "host:5000").
  */
-export function registryBaseUrl(registry: string, insecureRegistries: readonly string[] = []): string {
+export function registryBaseUrl(registry: string, insecureRegistries: readonly string[] = [], tlsConfigured = false): string {
   const normalized = normalizeRegistry(registry);
-  const insecure = isInsecureByDefault(normalized) || insecureRegistries.some((r) => normalizeRegistry(r) === normalized);
+  // A loopback registry with TLS material configured for it (tls.ts) speaks HTTPS.
+  const insecure = (isInsecureByDefault(normalized) && !tlsConfigured) || insecureRegistries.some((r) => normalizeRegistry(r) === normalized);
   return `${insecure ? 'http' : 'https'}://${apiHost(normalized)}`;
 }

@@ -12,6 +12,7 @@ import { OcibuildError } from '../errors.js';
 import { request, type HttpSettings, type HttpTimeouts, type ResponseBody } from '../http/client.js';
 import { RegistryAuth, type AuthOptions } from './auth.js';
 import { registryBaseUrl } from './reference.js';
+import { registryTls, tlsError } from './tls.js';
 import { errorCode, isAbortError, isTransientError, TransientStatusError } from './transient.js';
 
 export type Method = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
@@ -43,8 +44,10 @@ export interface RegistryResponse {
 }
 
 export interface TransportOptions extends AuthOptions {
-  /** Hosts to speak plain HTTP to (besides localhost and 127.0.0.0/8, which always are). */
+  /** Hosts to speak plain HTTP to (besides localhost and 127.0.0.0/8, unless TLS is configured for them). */
   insecureRegistries?: readonly string[];
+  /** Like skopeo's --cert-dir: CA certificates and a client certificate for every registry (default: certs.d, see tls.ts). */
+  certDir?: string;
   /** Retries after the first attempt (default 5). */
   retries?: number;
   /** Base of the exponential backoff in ms (default 200); tests make it small. */
@@ -74,10 +77,16 @@ export class RegistryTransport {
     private readonly opts: TransportOptions = {},
   ) {
     this.registry = registry;
-    this.baseUrl = registryBaseUrl(registry, opts.insecureRegistries ?? []);
+    const tls = registryTls(registry, opts.certDir !== undefined ? { certDir: opts.certDir } : {});
+    this.baseUrl = registryBaseUrl(registry, opts.insecureRegistries ?? [], tls !== undefined);
     this.retries = opts.retries ?? 5;
     this.backoffMs = opts.backoffMs ?? 200;
-    this.http = { ...opts.http, timeouts: { ...REGISTRY_TIMEOUTS, ...opts.http?.timeouts } };
+    this.http = {
+      ...opts.http,
+      ...(tls?.ca ? { ca: tls.ca } : {}),
+      ...(tls?.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+      timeouts: { ...REGISTRY_TIMEOUTS, ...opts.http?.timeouts },
+    };
     this.auth = new RegistryAuth(registry, this.baseUrl, {
       ...opts,
       send: (url, init) => this.send(url, init),
@@ -102,8 +111,8 @@ export class RegistryTransport {
       try {
         res = await this.authorizedOnce(req);
       } catch (err) {
-        if (req.noRetry) throw err;
-        if (!isTransientError(err) || !replayable || attempt >= this.retries) throw asNetworkError(err, this.resolve(req.url));
+        if (req.noRetry) throw tlsError(err, this.registry, this.resolve(req.url)) ?? err;
+        if (!isTransientError(err) || !replayable || attempt >= this.retries) throw tlsError(err, this.registry, this.resolve(req.url)) ?? asNetworkError(err, this.resolve(req.url));
         await this.backoff(attempt, undefined, `${req.method} ${this.resolve(req.url)}: ${describe(err)}`);
         continue;
       }

@@ -267,4 +267,8 @@ test('registryBaseUrl', () => {
     assert.equal(registryBaseUrl(registry, insecure), expected, `${registry} ${insecure.join(',')}`);
   }
   assert.equal(registryBaseUrl('127.0.0.1:5000'), 'http://127.0.0.1:5000');
+  // TLS configured for a loopback registry (certs.d, --cert-dir) makes it HTTPS; --insecure-registry still wins.
+  assert.equal(registryBaseUrl('127.0.0.1:5000', [], true), 'https://127.0.0.1:5000');
+  assert.equal(registryBaseUrl('localhost:5000', ['localhost:5000'], true), 'http://localhost:5000');
+  assert.equal(registryBaseUrl('ghcr.io', [], true), 'https://ghcr.io');
 });

@@ -6,6 +6,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { get } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,12 +34,14 @@ export interface RegistryOptions {
   readOnly?: boolean;
   /** How long to wait for `GET /v2/` to answer; default 20 s. */
   startTimeoutMs?: number;
+  /** Serve HTTPS with this certificate and key (PEM files); with `clientCa`, require client certificates it signed. */
+  tls?: { cert: string; key: string; clientCa?: string };
 }
 
 export interface TestRegistry {
   /** `127.0.0.1:PORT`, what goes in an image reference. */
   host: string;
-  /** `http://127.0.0.1:PORT` without a trailing slash. */
+  /** `http://127.0.0.1:PORT` (`https://` with `tls`) without a trailing slash. */
   url: string;
   port: number;
   /** The docker-registry process. */
@@ -130,21 +133,22 @@ export async function bcryptHash(password: string): Promise<string> {
   throw new Error('registry: cannot make a bcrypt hash: install apache2-utils (htpasswd -B), or perl with a bcrypt-capable libcrypt');
 }
 
-/** 200 or 401 from `GET /v2/` means the registry is serving. */
+/** 200 or 401 from `GET /v2/` means the registry is serving (over TLS: any answer to the handshake, certificates unchecked). */
 function ping(url: string): Promise<boolean> {
   return new Promise((ok) => {
-    const req = get(`${url}/v2/`, { agent: false, timeout: 2000 }, (res) => {
+    const fetcher = url.startsWith('https:') ? httpsGet : get;
+    const req = fetcher(`${url}/v2/`, { agent: false, timeout: 2000, rejectUnauthorized: false }, (res) => {
       res.resume();
-      ok(res.statusCode === 200 || res.statusCode === 401);
+      ok(res.statusCode === 200 || res.statusCode === 401 || (url.startsWith('https:') && res.statusCode === 400));
     });
     req.on('timeout', () => req.destroy());
-    req.on('error', () => ok(false));
+    req.on('error', (err: NodeJS.ErrnoException) => ok(url.startsWith('https:') && /certificate|handshake|alert/i.test(err.message)));
   });
 }
 
 function configYaml(o: {
   port: number; storageDir: string; htpasswdPath?: string; token?: TokenServer; certPath?: string;
-  relativeUrls: boolean; readOnly: boolean;
+  relativeUrls: boolean; readOnly: boolean; tls?: RegistryOptions['tls'];
 }): string {
   const lines = [
     'version: 0.1',
@@ -164,6 +168,14 @@ function configYaml(o: {
     `  addr: 127.0.0.1:${o.port}`,
     `  secret: ${randomBytes(16).toString('hex')}`,
     ...(o.relativeUrls ? ['  relativeurls: true'] : []),
+    ...(o.tls
+      ? [
+          '  tls:',
+          `    certificate: ${JSON.stringify(o.tls.cert)}`,
+          `    key: ${JSON.stringify(o.tls.key)}`,
+          ...(o.tls.clientCa ? ['    clientcas:', `      - ${JSON.stringify(o.tls.clientCa)}`] : []),
+        ]
+      : []),
   ];
   if (o.htpasswdPath !== undefined) {
     lines.push('auth:', '  htpasswd:', '    realm: ocibuild-test', `    path: ${JSON.stringify(o.htpasswdPath)}`);
@@ -217,7 +229,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       const configPath = join(dir, 'config.yml');
-      await writeFile(configPath, configYaml({ port, storageDir, htpasswdPath, token: tokenServer, certPath, relativeUrls: opts.relativeUrls ?? false, readOnly: opts.readOnly ?? false }));
+      await writeFile(configPath, configYaml({ port, storageDir, htpasswdPath, token: tokenServer, certPath, relativeUrls: opts.relativeUrls ?? false, readOnly: opts.readOnly ?? false, tls: opts.tls }));
       const child = spawn(REGISTRY_BINARY, ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
       const dog = child.pid === undefined ? undefined : watchdog(child.pid, dir);
       output = '';
@@ -240,7 +252,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
           done();
         });
       });
-      const url = `http://127.0.0.1:${port}`;
+      const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
       let ready = false;
       while (!exited && Date.now() < deadline) {
         if (await ping(url)) {
