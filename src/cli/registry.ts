@@ -10,6 +10,7 @@ import { parseLayoutRef, readLayoutImage } from '../oci/read-layout.js';
 import type { Credential } from '../registry/credentials.js';
 import { pushImage, pushMetadata, type PushResult, type PushTarget } from '../registry/push.js';
 import { parseReference, type ImageReference } from '../registry/reference.js';
+import { loadRegistryPolicy } from '../registry/registries-conf.js';
 import type { TransportOptions } from '../registry/transport.js';
 import { tempName, writeFileAtomic } from '../store/atomic.js';
 import { createProgress } from './progress.js';
@@ -23,9 +24,14 @@ export interface RegistryCliOptions {
   signal?: AbortSignal;
 }
 
-/** Transport options from the CLI flags and $OCIBUILD_INSECURE_REGISTRIES (comma separated). */
+/**
+ * Transport options from the CLI flags, $OCIBUILD_INSECURE_REGISTRIES (comma
+ * separated), and the registries configuration podman and docker keep
+ * (registries-conf.ts: plain-HTTP and blocked registries).
+ */
 export async function registryOptions(opts: RegistryCliOptions, env: NodeJS.ProcessEnv = process.env): Promise<TransportOptions> {
-  const insecure = [...(opts.insecureRegistry ?? []), ...(env.OCIBUILD_INSECURE_REGISTRIES ?? '').split(',')]
+  const policy = await loadRegistryPolicy({ env });
+  const insecure = [...(opts.insecureRegistry ?? []), ...(env.OCIBUILD_INSECURE_REGISTRIES ?? '').split(','), ...policy.insecure]
     .map((h) => h.trim())
     .filter((h) => h !== '');
   let credential: Credential | undefined;
@@ -38,6 +44,7 @@ export async function registryOptions(opts: RegistryCliOptions, env: NodeJS.Proc
   }
   return {
     insecureRegistries: insecure,
+    ...(policy.blocked.length > 0 ? { blocked: { patterns: policy.blocked, sources: policy.sources } } : {}),
     ...(opts.certDir !== undefined ? { certDir: opts.certDir } : {}),
     ...(credential ? { credential } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),

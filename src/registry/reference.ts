@@ -238,6 +238,30 @@ function hostOf(registry: string): string {
  * Loopback registries (localhost, 127.0.0.0/8, ::1, with or without a port) speak
  * plain HTTP, as docker's default insecure-registry list has it.
  */
+/**
+ * Whether `pattern` names `registry`: the same `host[:port]` (a scheme or path on the
+ * pattern ignored), `*.domain` for any host below domain (any port), or an IPv4 CIDR
+ * range (`10.0.0.0/8`, docker's daemon.json) holding an IPv4 host.
+ */
+export function matchesRegistry(pattern: string, registry: string): boolean {
+  const p = pattern.trim().toLowerCase();
+  const cidr = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(p);
+  if (cidr) {
+    const host = hostOf(registry);
+    if (!isIPv4(host) || !isIPv4(cidr[1]!)) return false;
+    const bits = Number(cidr[2]);
+    if (bits > 32) return false;
+    const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+    return ((ipv4Number(host) & mask) >>> 0) === ((ipv4Number(cidr[1]!) & mask) >>> 0);
+  }
+  if (p.startsWith('*.')) return hostOf(registry).endsWith(p.slice(1));
+  return normalizeRegistry(p) === normalizeRegistry(registry);
+}
+
+function ipv4Number(ip: string): number {
+  return ip.split('.').reduce((n, part) => ((n << 8) | Number(part)) >>> 0, 0);
+}
+
 export function isInsecureByDefault(registry: string): boolean {
   const host = hostOf(registry);
   if (host === 'localhost') return true;
@@ -262,6 +286,6 @@ function maybeIPv6(host: string): boolean {
 export function registryBaseUrl(registry: string, insecureRegistries: readonly string[] = [], tlsConfigured = false): string {
   const normalized = normalizeRegistry(registry);
   // A loopback registry with TLS material configured for it (tls.ts) speaks HTTPS.
-  const insecure = (isInsecureByDefault(normalized) && !tlsConfigured) || insecureRegistries.some((r) => normalizeRegistry(r) === normalized);
+  const insecure = (isInsecureByDefault(normalized) && !tlsConfigured) || insecureRegistries.some((r) => matchesRegistry(r, normalized));
   return `${insecure ? 'http' : 'https'}://${apiHost(normalized)}`;
 }

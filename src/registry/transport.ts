@@ -11,7 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { OcibuildError } from '../errors.js';
 import { request, type HttpSettings, type HttpTimeouts, type ResponseBody } from '../http/client.js';
 import { RegistryAuth, type AuthOptions } from './auth.js';
-import { registryBaseUrl } from './reference.js';
+import { matchesRegistry, registryBaseUrl } from './reference.js';
 import { registryTls, tlsError } from './tls.js';
 import { errorCode, isAbortError, isTransientError, TransientStatusError } from './transient.js';
 
@@ -48,6 +48,8 @@ export interface TransportOptions extends AuthOptions {
   insecureRegistries?: readonly string[];
   /** Like skopeo's --cert-dir: CA certificates and a client certificate for every registry (default: certs.d, see tls.ts). */
   certDir?: string;
+  /** Registries never to talk to (patterns as matchesRegistry takes), and the files that said so. */
+  blocked?: { patterns: readonly string[]; sources: readonly string[] };
   /** Retries after the first attempt (default 5). */
   retries?: number;
   /** Base of the exponential backoff in ms (default 200); tests make it small. */
@@ -77,6 +79,12 @@ export class RegistryTransport {
     private readonly opts: TransportOptions = {},
   ) {
     this.registry = registry;
+    if (opts.blocked?.patterns.some((p) => matchesRegistry(p, registry))) {
+      throw new OcibuildError(`the registry ${registry} is blocked by the registries configuration`, {
+        where: opts.blocked.sources.join(', ') || undefined,
+        hint: 'remove its blocked = true (or its [registries.block] entry) if it should be used',
+      });
+    }
     const tls = registryTls(registry, opts.certDir !== undefined ? { certDir: opts.certDir } : {});
     this.baseUrl = registryBaseUrl(registry, opts.insecureRegistries ?? [], tls !== undefined);
     this.retries = opts.retries ?? 5;
