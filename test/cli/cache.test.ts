@@ -11,7 +11,7 @@ import path from 'node:path';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { CLI, ocibuild, scratchSpec, type CliRun } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
-import type { FixturePackage } from '../support/deb.js';
+import { busyboxFiles, type FixturePackage } from '../support/deb.js';
 import { ageStore } from '../support/age-store.js';
 
 const packages: FixturePackage[] = [
@@ -20,10 +20,7 @@ const packages: FixturePackage[] = [
     version: '1.0-1',
     depends: 'tool-data',
     files: {
-      '/bin/busybox': { content: readFileSync('/bin/busybox'), mode: 0o755 },
-      '/bin/sh': { symlink: 'busybox' },
-      '/etc/passwd': 'root:x:0:0:root:/root:/bin/sh\n',
-      '/etc/group': 'root:x:0:\n',
+      ...busyboxFiles(),
     },
   },
   { name: 'tool-data', version: '2.0-1', arch: 'all', files: { '/usr/share/tool/data.txt': 'data\n' } },

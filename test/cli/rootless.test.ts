@@ -20,7 +20,7 @@ import { rootlessUser, SUB_START, type RootlessUser } from '../support/rootless-
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
-import { hostFile, type FixturePackage } from '../support/deb.js';
+import { busyboxFiles, captools, type FixturePackage } from '../support/deb.js';
 import { ageStore } from '../support/age-store.js';
 
 const packages: FixturePackage[] = [
@@ -28,26 +28,14 @@ const packages: FixturePackage[] = [
     name: 'base-tool',
     version: '1.0-1',
     files: {
-      '/bin/busybox': { content: readFileSync('/bin/busybox'), mode: 0o755 },
-      '/bin/sh': { symlink: 'busybox' },
-      '/etc/passwd': 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n',
-      '/etc/group': 'root:x:0:\nnogroup:x:65534:\n',
+      ...busyboxFiles({ nobody: true }),
       '/var/lib/nobody': { dir: true, mode: 0o755 },
       '/var/lib/nobody/owned': { content: 'nobody\n', uid: 65534, gid: 65534 },
       '/data/old/a': 'a\n',
       '/data/gone': 'gone\n',
     },
   },
-  {
-    name: 'captools',
-    version: '1.0-1',
-    files: {
-      '/usr/sbin/setcap': hostFile('/usr/sbin/setcap'),
-      '/opt/caplib/libcap.so.2': hostFile('/lib/x86_64-linux-gnu/libcap.so.2'),
-      '/opt/caplib/libc.so.6': hostFile('/lib/x86_64-linux-gnu/libc.so.6'),
-      '/usr/lib64/ld-linux-x86-64.so.2': hostFile('/lib64/ld-linux-x86-64.so.2'),
-    },
-  },
+  captools(),
 ];
 
 const SCRIPT = [

@@ -15,17 +15,14 @@ import { gunzipSync } from 'node:zlib';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
-import { hostFile, type FixturePackage } from '../support/deb.js';
+import { busyboxFiles, captools, type FixturePackage } from '../support/deb.js';
 
 const packages: FixturePackage[] = [
   {
     name: 'base-tool',
     version: '1.0-1',
     files: {
-      '/bin/busybox': { content: readFileSync('/bin/busybox'), mode: 0o755 },
-      '/bin/sh': { symlink: 'busybox' },
-      '/etc/passwd': 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n',
-      '/etc/group': 'root:x:0:\nnogroup:x:65534:\n',
+      ...busyboxFiles({ nobody: true }),
       '/etc/shadow': 'root:*:19000:0:99999:7:::\n',
       '/etc/base.conf': 'base\n',
       '/data/old/a': 'a\n',
@@ -35,17 +32,7 @@ const packages: FixturePackage[] = [
       '/data/dir-gone/x': 'x\n',
     },
   },
-  {
-    name: 'captools',
-    version: '1.0-1',
-    files: {
-      '/usr/sbin/setcap': hostFile('/usr/sbin/setcap'),
-      // Off the library path: busybox (static glibc) would load this libc's NSS modules.
-      '/opt/caplib/libcap.so.2': hostFile('/lib/x86_64-linux-gnu/libcap.so.2'),
-      '/opt/caplib/libc.so.6': hostFile('/lib/x86_64-linux-gnu/libc.so.6'),
-      '/usr/lib64/ld-linux-x86-64.so.2': hostFile('/lib64/ld-linux-x86-64.so.2'),
-    },
-  },
+  captools(),
 ];
 
 // Creates, modifies, deletes files and directories, deletes and recreates one, makes a

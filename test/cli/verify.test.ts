@@ -8,14 +8,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
 import { ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
-import { hostFile, type FixturePackage } from '../support/deb.js';
+import { busyboxFiles, hostFile, type FixturePackage } from '../support/deb.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 
 const packages: FixturePackage[] = [
@@ -23,10 +22,7 @@ const packages: FixturePackage[] = [
     name: 'base-tool',
     version: '1.0-1',
     files: {
-      '/bin/busybox': { content: readFileSync('/bin/busybox'), mode: 0o755 },
-      '/bin/sh': { symlink: 'busybox' },
-      '/etc/passwd': 'root:x:0:0:root:/root:/bin/sh\n',
-      '/etc/group': 'root:x:0:\n',
+      ...busyboxFiles(),
     },
   },
   {

@@ -10,8 +10,13 @@ export const CLI = path.join(root, 'bin/ocibuild');
 export interface CliRun { code: number; stdout: string; stderr: string }
 
 export function ocibuild(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+  return run(process.execPath, [CLI, ...args], { ...process.env, ...env });
+}
+
+/** Runs a command to its end, stdin closed, collecting its output as text. */
+export function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));

@@ -38,6 +38,37 @@ export const DEFAULT_MTIME = 1700000000;
 export function hostFile(path: string): { content: Buffer; mode: number } {
   return { content: readFileSync(realpathSync(path)), mode: 0o755 };
 }
+
+/**
+ * The smallest base a RUN step runs on: Debian's static busybox (busybox-static) as
+ * /bin/sh, and root (with `nobody`, nobody/nogroup too) in /etc/passwd and /etc/group.
+ */
+export function busyboxFiles(opts: { nobody?: boolean } = {}): Record<string, FixtureFile> {
+  return {
+    '/bin/busybox': { content: readFileSync('/bin/busybox'), mode: 0o755 },
+    '/bin/sh': { symlink: 'busybox' },
+    '/etc/passwd': `root:x:0:0:root:/root:/bin/sh\n${opts.nobody ? 'nobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' : ''}`,
+    '/etc/group': `root:x:0:\n${opts.nobody ? 'nogroup:x:65534:\n' : ''}`,
+  };
+}
+
+/**
+ * The host's setcap as a package, its libcap and libc off the library path (busybox,
+ * static glibc, would load that libc's NSS modules); run it with
+ * LD_LIBRARY_PATH=/opt/caplib.
+ */
+export function captools(): FixturePackage {
+  return {
+    name: 'captools',
+    version: '1.0-1',
+    files: {
+      '/usr/sbin/setcap': hostFile('/usr/sbin/setcap'),
+      '/opt/caplib/libcap.so.2': hostFile('/lib/x86_64-linux-gnu/libcap.so.2'),
+      '/opt/caplib/libc.so.6': hostFile('/lib/x86_64-linux-gnu/libc.so.6'),
+      '/usr/lib64/ld-linux-x86-64.so.2': hostFile('/lib64/ld-linux-x86-64.so.2'),
+    },
+  };
+}
 const MAINTAINER = 'ocibuild tests <tests@ocibuild.invalid>';
 
 // ---------------------------------------------------------------------------

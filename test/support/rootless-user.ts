@@ -1,13 +1,13 @@
 // An unprivileged user with subordinate ids, and a copy of the CLI it can run: for
 // tests of rootless builds (src/cli/rootless.ts). The tests run as root and set this up
 // themselves (useradd, usermod --add-subuids, the uidmap package).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chownSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { subordinateRange } from '../../src/cli/rootless.js';
-import type { CliRun } from './cli.js';
+import { run, type CliRun } from './cli.js';
 
 export const ROOTLESS_USER = 'ocibuild-rootless';
 // A range no other test or system user is likely to hold; 65536 ids cover nobody (65534).
@@ -66,17 +66,11 @@ export async function rootlessUser(tmp: string): Promise<RootlessUser> {
       return p;
     },
     ocibuild(args, env = {}) {
-      return new Promise((resolve, reject) => {
-        const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', process.execPath, cli, ...args], {
-          env: { PATH: process.env.PATH, HOME: path.join(tmp, 'home'), LC_ALL: 'C', ...env },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d: Buffer) => (stdout += d));
-        child.stderr.on('data', (d: Buffer) => (stderr += d));
-        child.on('error', reject);
-        child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+      return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', process.execPath, cli, ...args], {
+        PATH: process.env.PATH,
+        HOME: path.join(tmp, 'home'),
+        LC_ALL: 'C',
+        ...env,
       });
     },
   };
