@@ -73,7 +73,7 @@ const INSTALL_ENV: Record<string, string> = {
 export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
   const names = o.debs.map((d) => d.entry.package);
   const createdBy = `ocibuild apt install (dpkg): ${o.debs.length} packages`;
-  const key = stepKey('apt-dpkg-v2', {
+  const key = stepKey('apt-dpkg-v3', {
     parent: o.below.length > 0 ? chainId(o.below.map((l) => l.diffId)) : null,
     debs: o.debs.map((d) => d.entry.sha256),
     arch: o.arch,
@@ -157,6 +157,7 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
       env: INSTALL_ENV,
       sourceDateEpoch: sde,
       network: false,
+      hosts: true,
       mounts: [
         { source: debDir, target: DEBS_INSIDE, readOnly: true },
         { source: policy, target: '/usr/sbin/policy-rc.d', readOnly: true },

@@ -18,7 +18,7 @@ import { chmod, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { OcibuildError } from '../errors.js';
 import { chainId, rootfsFor, useCacheMount } from './tracked.js';
-import { runStep, SANDBOX_HOSTNAME, type StepMount } from '../sandbox/run-step.js';
+import { runStep, type StepMount } from '../sandbox/run-step.js';
 import { dirInTree, upperToEntries } from '../sandbox/upper.js';
 import { rmTree } from '../sandbox/overlay.js';
 import type { RunSection } from '../spec/types.js';
@@ -26,8 +26,6 @@ import { VERSION } from '../version.js';
 import { cachedLayer, stepKey, writeAndCache, type CachedLayer } from './layer-cache.js';
 import { normalizeStepEntries } from './normalize.js';
 import type { SandboxStepOptions } from './step-options.js';
-
-const HOSTS = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${SANDBOX_HOSTNAME}\n`;
 
 export interface RunLayerOptions extends SandboxStepOptions {
   run: RunSection;
@@ -79,12 +77,6 @@ export async function runLayer(o: RunLayerOptions): Promise<CachedLayer> {
         mounts.push({ source: file, target: `/run/secrets/${s.id}`, readOnly: true });
       }
     }
-    // /etc/hosts naming the sandbox's hostname, as a container runtime gives a build
-    // step (sudo, hostname -f and JVMs look it up). A writable copy of this step's own:
-    // what the step writes to it is dropped with `dir`, never in the layer.
-    const hosts = path.join(dir, 'hosts');
-    await writeFile(hosts, HOSTS, { mode: 0o644 });
-    mounts.push({ source: hosts, target: '/etc/hosts', readOnly: false });
     for (const c of o.run.caches) {
       const source = path.join(o.store.root, 'cache-mounts', c.id);
       await useCacheMount(o.store, source, o.signal);
@@ -103,6 +95,7 @@ export async function runLayer(o: RunLayerOptions): Promise<CachedLayer> {
       sourceDateEpoch: o.sourceDateEpoch,
       network: o.run.network,
       mounts,
+      hosts: true,
       sandbox: o.sandbox,
       ...(o.onOutput ? { onOutput: o.onOutput } : {}),
       warn: (m) => o.log(`warning: ${m}`),

@@ -15,7 +15,7 @@
  * caller's uid is mapped (to 0): a step run as another user sees that uid, but what it
  * writes is owned by the caller, and the rootfs must belong to the caller too.
  */
-import { lstat, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OcibuildError } from '../errors.js';
 import { detectSandbox, type SandboxChoice, type SandboxRequest } from './detect.js';
@@ -54,6 +54,11 @@ export interface RunStepOptions {
    * upper directory is created in it as `upper`, work files next to it and removed.
    */
   dir: string;
+  /**
+   * Give the step an /etc/hosts naming its hostname, as a container runtime gives a
+   * build step (sudo, hostname -f, JVMs and some maintainer scripts look it up).
+   */
+  hosts?: boolean;
   /** The shell lines; one script, stopped by the first failing line. */
   run: string[];
   config?: RunConfig;
@@ -114,6 +119,7 @@ export class StepFailedError extends OcibuildError {
 }
 
 export const SANDBOX_HOSTNAME = 'ocibuild';
+const HOSTS = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${SANDBOX_HOSTNAME}\n`;
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const HOST_RESOLV_CONF = '/etc/resolv.conf';
 
@@ -264,6 +270,14 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
   const hostResolv = o.network === true && (await stat(HOST_RESOLV_CONF).then(() => true, () => false));
   if (o.network && !hostResolv) o.warn?.(`network is on but the host has no ${HOST_RESOLV_CONF}; the step gets the image's own`);
   if (hostResolv) scaffold.push({ path: '/etc/resolv.conf', kind: 'file' });
+  if (o.hosts) {
+    // A writable copy of this step's own: what the step writes to it is in no layer.
+    await mkdir(o.dir, { recursive: true });
+    const hosts = join(o.dir, 'hosts');
+    await writeFile(hosts, HOSTS, { mode: 0o644 });
+    scaffold.push({ path: '/etc/hosts', kind: 'file' });
+    o = { ...o, mounts: [...(o.mounts ?? []), { source: hosts, target: '/etc/hosts', readOnly: false }] };
+  }
 
   let run: Ran | undefined;
   try {
