@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib/results.sh
+. "$ROOT/bench/lib/results.sh"
 cd "$ROOT"
 
 WRITE_RESULTS=0
@@ -154,10 +156,4 @@ section="$WORK/section.md"
 } >"$section"
 
 cat "$section"
-if [ "$WRITE_RESULTS" = 1 ]; then
-  results_md="$ROOT/bench/RESULTS.md"
-  # Append only: other benchmarks write their own sections to the same file.
-  [ -f "$results_md" ] || printf '# Benchmark results\n' >"$results_md"
-  { echo; cat "$section"; } >>"$results_md"
-  echo "== appended to $results_md" >&2
-fi
+if [ "$WRITE_RESULTS" = 1 ]; then bench_append_results "$section"; fi
