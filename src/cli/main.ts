@@ -11,6 +11,17 @@ function appendValue(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+type CommandT = InstanceType<typeof Command>;
+
+/** The options of every command that talks to a registry; `user` says what the user name is for. */
+function registryFlags(cmd: CommandT, user: string): CommandT {
+  return cmd
+    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost is unless TLS is configured for it)', appendValue, [])
+    .option('--cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the registries (default: certs.d/HOST directories)')
+    .option('--username <name>', user)
+    .option('--password-stdin', 'read the registry password or token from standard input');
+}
+
 /** Runs the ocibuild command line and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   // Without root, a build re-runs as root of a user namespace when the user has
@@ -39,8 +50,7 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .exitOverride()
     .showHelpAfterError('(run ocibuild --help for usage)');
 
-  program
-    .command('lock')
+  registryFlags(program.command('lock'), 'registry user for pulling the base image (the password comes from --password-stdin)')
     .description('resolve the spec\'s apt packages into lockfiles (Packages-<suite>-<arch>.lock)')
     .option('-f, --file <image.yaml>', 'the image spec', 'image.yaml')
     .option('--platform <list>', 'platforms to lock, comma separated (default: the spec\'s platforms)')
@@ -50,27 +60,18 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .option('--insecure-no-verify', 'accept unsigned or badly signed repositories (DANGEROUS)')
     .option('--ignore-valid-until', 'accept expired Release files (snapshot mirrors)')
     .option('--base-status <file>', 'dpkg status file of the base image (its installed packages are not locked again)')
-    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost is unless TLS is configured for it)', appendValue, [])
-    .option('--cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the registries (default: certs.d/HOST directories)')
-    .option('--username <name>', 'registry user for pulling the base image (the password comes from --password-stdin)')
-    .option('--password-stdin', 'read the registry password or token from standard input')
     .option('-q, --quiet', 'print errors and warnings only')
     .action(async (opts) => {
       const { lockCommand } = await import('./lock.js');
       await lockCommand({ ...opts, signal });
     });
 
-  program
-    .command('build')
+  registryFlags(program.command('build'), 'registry user for pulls and pushes (the password comes from --password-stdin)')
     .description('build the image: lock if needed, fetch the .debs, write deterministic layers and the OCI image')
     .option('-f, --file <image.yaml>', 'the image spec', 'image.yaml')
     .option('-o, --output <dest>', 'oci:DIR[:TAG] (OCI layout), oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]')
     .option('--push <refs>', 'push the image to registry references (REF[,REF2…], repeatable)', appendValue, [])
     .option('--metadata-file <file>', 'with --push: write a JSON summary (references, digests, layers)')
-    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost is unless TLS is configured for it)', appendValue, [])
-    .option('--cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the registries (default: certs.d/HOST directories)')
-    .option('--username <name>', 'registry user for pulls and pushes (the password comes from --password-stdin)')
-    .option('--password-stdin', 'read the registry password or token from standard input')
     .option('--platform <list>', 'platforms to build, comma separated, e.g. linux/amd64,linux/arm64 (default: the spec\'s platforms); several give an image index')
     .option('--locked', 'fail if the lockfile is missing or stale instead of updating it')
     .option('--compression <gzip|zstd>', 'layer compression (zstd layers need OCI-aware consumers)', 'gzip')
@@ -92,8 +93,7 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
       await buildCommand({ ...opts, signal });
     });
 
-  program
-    .command('verify')
+  registryFlags(program.command('verify'), 'registry user (the password comes from --password-stdin)')
     .description('rebuild from the lockfiles in a fresh layer cache and compare layer by layer with a second build, an OCI layout or a registry image')
     .option('-f, --file <image.yaml>', 'the image spec', 'image.yaml')
     .option('--against <image>', 'oci:DIR[:TAG] or a registry reference (default: a second independent build)')
@@ -106,45 +106,31 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
     .option('--source <url|git>', 'as for build: org.opencontainers.image.source')
     .option('--revision <rev|git>', 'as for build: org.opencontainers.image.revision')
     .option('--cache-dir <dir>', 'the store the .debs and base images come from (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
-    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost is unless TLS is configured for it)', appendValue, [])
-    .option('--cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the registries (default: certs.d/HOST directories)')
-    .option('--username <name>', 'registry user (the password comes from --password-stdin)')
-    .option('--password-stdin', 'read the registry password or token from standard input')
     .option('-q, --quiet', 'print only errors, warnings and differences')
     .action(async (opts) => {
       const { verifyCommand } = await import('./verify.js');
       await verifyCommand({ ...opts, signal });
     });
 
-  program
-    .command('pull')
+  registryFlags(program.command('pull'), 'registry user (the password comes from --password-stdin)')
     .description('download an image from a registry into an OCI layout or archive')
     .argument('<reference>', 'e.g. registry.example.com/team/base:1.0 or name@sha256:…')
     .requiredOption('-o, --output <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]')
     .option('--platform <platform>', 'the platform to pick from a multi-platform image (default: this host\'s, linux/…)')
     .option('--digest-file <file>', 'write the pulled manifest digest to this file')
     .option('--cache-dir <dir>', 'the store (default $OCIBUILD_CACHE, $XDG_CACHE_HOME/ocibuild, ~/.cache/ocibuild)')
-    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost is unless TLS is configured for it)', appendValue, [])
-    .option('--cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the registries (default: certs.d/HOST directories)')
-    .option('--username <name>', 'registry user (the password comes from --password-stdin)')
-    .option('--password-stdin', 'read the registry password or token from standard input')
     .option('-q, --quiet', 'print errors and warnings only')
     .action(async (reference: string, opts) => {
       const { pullCommand } = await import('./pull.js');
       await pullCommand(reference, { ...opts, signal });
     });
 
-  program
-    .command('push')
+  registryFlags(program.command('push'), 'registry user (the password comes from --password-stdin)')
     .description('upload an image from an OCI layout to one or more registry references')
     .argument('<source>', 'oci:DIR[:TAG]')
     .argument('<references>', 'REF[,REF2…], e.g. registry.example.com/team/app:1.0')
     .option('--digest-file <file>', 'write the pushed manifest (or index) digest to this file')
     .option('--metadata-file <file>', 'write a JSON summary: references, digests, layers')
-    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; localhost is unless TLS is configured for it)', appendValue, [])
-    .option('--cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the registries (default: certs.d/HOST directories)')
-    .option('--username <name>', 'registry user (the password comes from --password-stdin)')
-    .option('--password-stdin', 'read the registry password or token from standard input')
     .option('-q, --quiet', 'print errors and warnings only')
     .action(async (source: string, references: string, opts) => {
       const { pushCommand } = await import('./registry.js');
