@@ -237,7 +237,7 @@ echo "== docker-registry on http://$HOST (storage $REG/storage)" >&2
 
 # --- 3. untimed check: same manifest digest, requests per tool -------------------------
 DEST="$HOST/$REPO:$REF_TAG"
-oci_cmd="node $OCIBUILD push oci:$LAYOUT:$TAG $DEST -q"
+oci_cmd="$OCIBUILD push oci:$LAYOUT:$TAG $DEST -q"
 sk_cmd="skopeo copy --insecure-policy --dest-tls-verify=false oci:$LAYOUT:$TAG docker://$DEST"
 registry_digest() {
   skopeo inspect --raw --tls-verify=false "docker://$DEST" | sha256sum | sed 's/^/sha256:/; s/ .*//'
@@ -276,7 +276,7 @@ hyperfine --warmup "$WARMUP" --runs "$RUNS" --style basic \
   -n "skopeo copy, empty registry" --prepare "$CTL reset" "$sk_cmd" \
   -n "ocibuild push, re-push (unchanged)" --prepare "$CTL ensure" "$oci_cmd" \
   -n "skopeo copy, re-push (unchanged)" --prepare "$CTL ensure" "$sk_cmd" \
-  -n "node bin/ocibuild --version (process start)" --prepare true "node $OCIBUILD --version" \
+  -n "bin/ocibuild --version (process start)" --prepare true "$OCIBUILD --version" \
   -n "skopeo --version (process start)" --prepare true "skopeo --version" >&2
 # What the registry saw during the timed runs, per client (User-Agent) and request
 # kind: how long it took to answer (for a PATCH or a monolithic PUT that includes

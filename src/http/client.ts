@@ -123,6 +123,31 @@ const FREE_SOCKET_MS = 10_000;
 let httpAgent: HttpAgent | undefined;
 let httpsAgent: Promise<HttpsAgent> | undefined;
 
+/** CA certificates (PEM file) trusted on every https connection besides Node's roots; see cli/launch.ts. */
+let extraCaFile: string | undefined;
+let extraCa: Promise<Array<string | Buffer> | undefined> | undefined;
+
+export function setExtraCaFile(file: string | undefined): void {
+  extraCaFile = file;
+  extraCa = undefined;
+}
+
+/** Node's roots and the extra file, read once; undefined without one (Node's defaults then). */
+function defaultCa(): Promise<Array<string | Buffer> | undefined> {
+  if (extraCaFile === undefined) return Promise.resolve(undefined);
+  const file = extraCaFile;
+  extraCa ??= Promise.all([import('node:tls'), import('node:fs/promises')]).then(async ([tls, fs]) => {
+    try {
+      return [...tls.rootCertificates, await fs.readFile(file)];
+    } catch (err) {
+      // As Node does with NODE_EXTRA_CA_CERTS: a warning, and the usual roots.
+      process.emitWarning(`Ignoring extra certs from \`${file}\`, load failed: ${(err as Error).message}`);
+      return undefined;
+    }
+  });
+  return extraCa;
+}
+
 /** The process-wide keep-alive agents; node:https is loaded only when an https URL comes. */
 function agentFor(protocol: string): HttpAgent | Promise<HttpsAgent> {
   if (protocol === 'http:') {
@@ -147,12 +172,13 @@ export async function request(url: string | URL, opts: RequestOptions = {}): Pro
   const agent = await agentFor(target.protocol);
   const timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
   const method = (opts.method ?? 'GET').toUpperCase();
+  const ca = opts.ca ?? (target.protocol === 'https:' ? await defaultCa() : undefined);
   const nodeOpts: NodeRequestOptions & Pick<HttpSettings, 'ca' | 'cert' | 'key'> = {
     method,
     agent,
     headers: opts.headers ?? {},
     // Part of the agent's pool key: connections with another CA set or client certificate are not shared.
-    ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+    ...(ca !== undefined ? { ca } : {}),
     ...(opts.cert !== undefined && opts.key !== undefined ? { cert: opts.cert, key: opts.key } : {}),
   };
   // The signal may have fired while node:https was loading.

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type TestKey } from '../support/aptrepo.js';
-import { ocibuild, scratchSpec } from '../support/cli.js';
+import { CLI, ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import type { FixturePackage } from '../support/deb.js';
 import { run } from '../oci/support.js';
@@ -537,7 +537,7 @@ test('--depfile: Make sees the spec, lockfile, keyring and added files as inputs
   const dir = await specDir('depfile', spec(server.url, repo.keyringPath, ['hello'], ['files:', '  - {src: "my file#1.txt", dest: /etc/my-file.txt}']));
   await writeFile(path.join(dir, 'my file#1.txt'), 'added\n');
   const yaml = path.join(dir, 'image.yaml');
-  const cmd = [process.execPath, path.resolve('bin/ocibuild'), 'build', '-f', yaml, '-o', `oci:${path.join(dir, 'out')}`, '--cache-dir', path.join(dir, 'cache'), '--digest-file', 'digest', '--depfile', 'digest.d', '-q'];
+  const cmd = [CLI, 'build', '-f', yaml, '-o', `oci:${path.join(dir, 'out')}`, '--cache-dir', path.join(dir, 'cache'), '--digest-file', 'digest', '--depfile', 'digest.d', '-q'];
   await writeFile(path.join(dir, 'Makefile'), `digest:\n\t${cmd.join(' ')}\n-include digest.d\n`);
   const { execFile } = await import('node:child_process');
   // Asynchronous: the fixture repository answering the build lives in this process.

@@ -217,7 +217,7 @@ interface Running { stderrMatches(re: RegExp): Promise<void>; done: Promise<CliR
 
 /** The CLI in the background, its stderr watched as it comes. */
 function startCli(args: string[]): Running {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   const waiters: Array<{ re: RegExp; ok: () => void }> = [];

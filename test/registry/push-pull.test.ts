@@ -52,7 +52,7 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input
   });
 }
 
-const ocibuild = (args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> => run(process.execPath, [CLI, ...args], opts);
+const ocibuild = (args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> => run(CLI, args, opts);
 
 async function skopeoDigest(ref: string, extra: string[] = []): Promise<string> {
   const r = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', ...extra, `docker://${ref}`]);

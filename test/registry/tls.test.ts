@@ -11,7 +11,7 @@ import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ocibuild } from '../support/cli.js';
+import { CLI, ocibuild, run } from '../support/cli.js';
 import { startRegistry, writeTinyImage, type TestRegistry, type TinyImage } from '../support/registry.js';
 
 let tmp: string;
@@ -84,6 +84,28 @@ test('a loopback registry with TLS: --cert-dir makes it HTTPS with that CA; skop
   const out = path.join(tmp, 'pulled');
   const p = await ocibuild(['pull', ref, '-o', `oci:${out}:x`, '--cert-dir', caDir, '--cache-dir', path.join(tmp, 'store')]);
   assert.equal(p.code, 0, p.stderr);
+});
+
+test('NODE_EXTRA_CA_CERTS is trusted (bin/ocibuild hands it to the HTTP client instead of Node\'s start-up)', async () => {
+  // A certs.d directory without a CA: HTTPS with the default trust, which is where the variable counts.
+  const empty = path.join(tmp, 'certs-empty');
+  mkdirSync(empty, { recursive: true });
+  const ok = await ocibuild(['push', image.ref, `${tls.host}/tls/extra:1`, '--cert-dir', empty], { NODE_EXTRA_CA_CERTS: path.join(caDir, 'ca.crt') });
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout.trim(), image.manifestDigest);
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const without = await run(CLI, ['push', image.ref, `${tls.host}/tls/extra:2`, '--cert-dir', empty], env);
+  assert.notEqual(without.code, 0);
+  assert.match(without.stderr, /not signed by a CA this machine trusts/);
+  // Node itself did not read it at start-up (it warns then about a file it cannot load);
+  // ocibuild does, at its first https connection.
+  const missing = path.join(tmp, 'no-such-ca.pem');
+  const quiet = await ocibuild(['--version'], { NODE_EXTRA_CA_CERTS: missing });
+  assert.equal(quiet.code, 0);
+  assert.equal(quiet.stderr, '');
+  const tlsUse = await ocibuild(['push', image.ref, `${tls.host}/tls/extra:3`, '--cert-dir', empty], { NODE_EXTRA_CA_CERTS: missing });
+  assert.match(tlsUse.stderr, /Ignoring extra certs from `.*no-such-ca\.pem`/);
 });
 
 test('/etc/containers/certs.d/HOST/ca.crt is found without options', async () => {

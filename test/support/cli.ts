@@ -10,7 +10,7 @@ export const CLI = path.join(root, 'bin/ocibuild');
 export interface CliRun { code: number; stdout: string; stderr: string }
 
 export function ocibuild(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
-  return run(process.execPath, [CLI, ...args], { ...process.env, ...env });
+  return run(CLI, args, { ...process.env, ...env });
 }
 
 /** Runs a command to its end, stdin closed, collecting its output as text. */

@@ -66,7 +66,7 @@ export async function rootlessUser(tmp: string): Promise<RootlessUser> {
       return p;
     },
     ocibuild(args, env = {}) {
-      return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', process.execPath, cli, ...args], {
+      return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', cli, ...args], {
         PATH: process.env.PATH,
         HOME: path.join(tmp, 'home'),
         LC_ALL: 'C',
