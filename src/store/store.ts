@@ -82,8 +82,8 @@ export class Store {
         cb(null, chunk);
       },
     });
+    const out = createWriteStream(tmp, { flags: 'wx' });
     try {
-      const out = createWriteStream(tmp, { flags: 'wx' });
       await pipeline(src, tap, out, signal ? { signal } : {});
       const digest = `sha256:${hash.digest('hex')}`;
       checkExpected(expect, digest, size, where);
@@ -95,6 +95,9 @@ export class Store {
       await rename(tmp, dest);
       return { digest, size };
     } catch (err) {
+      // A source that fails at once can beat the file's open: wait for the stream to
+      // close, or the unlink may come before the file exists and leave it behind.
+      if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
       await unlink(tmp).catch(() => undefined);
       throw err;
     }
