@@ -25,6 +25,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
+import { whenClosed } from '../store/atomic.js';
 import { digestHex } from '../store/store.js';
 import { BlobCheck, canonicalJson } from './descriptor.js';
 import type { BuiltImage } from './image.js';
@@ -120,8 +121,8 @@ async function writeTarAtomic(file: string, entries: ArchiveEntry[], signal?: Ab
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
   const sorted = [...entries].sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
   const pack = tar.pack();
+  const out = createWriteStream(tmp, { flags: 'wx' });
   try {
-    const out = createWriteStream(tmp, { flags: 'wx' });
     const written = pipeline(pack, out, signal ? { signal } : {});
     // The file side can fail (ENOSPC, EROFS) while an entry waits for drain; racing
     // every wait against this turns that into an error instead of a hang.
@@ -141,6 +142,7 @@ async function writeTarAtomic(file: string, entries: ArchiveEntry[], signal?: Ab
     await fsyncPath(tmp);
     await rename(tmp, file);
   } catch (err) {
+    await whenClosed(out);
     await unlink(tmp).catch(() => undefined);
     throw asOutputError(err, file);
   }

@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
 import { digestHex } from '../store/digest.js';
 import type { Store } from '../store/store.js';
-import { writeFileAtomic, tempName } from '../store/atomic.js';
+import { tempName, whenClosed, writeFileAtomic } from '../store/atomic.js';
 import {
   canonicalJson,
   descriptorJson,
@@ -296,7 +296,14 @@ async function placeBlob(dir: string, blob: BlobSource, tmp: string, opts: Write
     // The link shares the store's inode: check it, since the copy path would.
     await pipeline(createReadStream(tmp), verifyingTap(blob, where), discard(), signalOpt(opts.signal));
   } else {
-    await pipeline(blob.open(), verifyingTap(blob, where), createWriteStream(tmp, { flags: 'wx' }), signalOpt(opts.signal));
+    const out = createWriteStream(tmp, { flags: 'wx' });
+    try {
+      await pipeline(blob.open(), verifyingTap(blob, where), out, signalOpt(opts.signal));
+    } catch (err) {
+      // The caller removes tmp: only once the file cannot appear after that.
+      await whenClosed(out);
+      throw err;
+    }
     await fsyncPath(tmp);
   }
   await rename(tmp, dest);

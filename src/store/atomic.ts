@@ -28,3 +28,12 @@ export async function writeFileAtomic(dest: string, data: Uint8Array | string, t
 export function tempName(dir: string): string {
   return join(dir, `.ocibuild-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
 }
+
+/**
+ * Resolves once a file write stream has closed. A stream destroyed before its open
+ * completed still creates the file (and then closes it), so whoever removes the file
+ * after a failure must wait for this first, or the file comes back after the unlink.
+ */
+export function whenClosed(stream: { readonly closed: boolean; once(event: 'close', listener: () => void): unknown }): Promise<void> {
+  return stream.closed ? Promise.resolve() : new Promise((resolve) => stream.once('close', () => resolve()));
+}

@@ -12,7 +12,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { writeFileAtomic } from './atomic.js';
+import { whenClosed, writeFileAtomic } from './atomic.js';
 import { digestHex } from './digest.js';
 import { markUsed, touch } from './last-use.js';
 import { OcibuildError } from '../errors.js';
@@ -95,9 +95,8 @@ export class Store {
       await rename(tmp, dest);
       return { digest, size };
     } catch (err) {
-      // A source that fails at once can beat the file's open: wait for the stream to
-      // close, or the unlink may come before the file exists and leave it behind.
-      if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
+      // A source that fails at once can beat the file's open.
+      await whenClosed(out);
       await unlink(tmp).catch(() => undefined);
       throw err;
     }
