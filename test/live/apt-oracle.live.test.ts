@@ -1,11 +1,13 @@
-// ocibuild's lock against apt-get on the real Debian bookworm index: for each package
-// set, the (Package, Version) pairs of the lockfile must equal the packages
-// `apt-get install -s` would install from an empty system (no Recommends unless a case asks).
+// ocibuild's lock against apt-get on the real Debian bookworm index (and on Ubuntu noble's
+// three pockets, main + universe): for each package set, the (Package, Version) pairs of
+// the lockfile must equal the packages `apt-get install -s` would install from an empty
+// system (no Recommends unless a case asks).
 //
-// Runs only with OCIBUILD_LIVE=1 (network). Needs the compiled CLI (`npm run build`).
+// Runs only with OCIBUILD_LIVE=1 (network; Ubuntu with OCIBUILD_LIVE_UBUNTU=1). Needs the
+// compiled CLI (`npm run build`).
 // OCIBUILD_LIVE_APT_DIR and OCIBUILD_LIVE_CACHE_DIR, when set, keep apt's lists and
 // ocibuild's index cache between runs.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -14,14 +16,28 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AptOracleError, createAptSandbox, diffPackageSets, parseLockPackages } from '../support/apt-oracle.js';
+import { UBUNTU_ARCHIVE, ubuntuKeyring } from '../support/ubuntu.js';
 
 const LIVE = process.env.OCIBUILD_LIVE === '1';
+const LIVE_UBUNTU = process.env.OCIBUILD_LIVE_UBUNTU === '1';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = join(ROOT, 'bin/ocibuild');
-const MIRROR = 'http://deb.debian.org/debian';
-const SUITE = 'bookworm'; // oldstable now; only the release index, no -updates/-security
-const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 const ARCH = 'amd64';
+
+interface Archive {
+  url: string;
+  /** The first names the lockfile. */
+  suites: string[];
+  components: string[];
+  keyring: string;
+}
+
+const DEBIAN: Archive = {
+  url: 'http://deb.debian.org/debian',
+  suites: ['bookworm'], // oldstable now; only the release index, no -updates/-security
+  components: ['main'],
+  keyring: '/usr/share/keyrings/debian-archive-keyring.gpg',
+};
 
 interface Case {
   packages: string[];
@@ -55,6 +71,17 @@ const CASES: Case[] = [
   { packages: ['python3'], why: 'from scratch with install: dpkg: the Essential set is bootstrapped too (mmdebstrap essential)', essential: true },
 ];
 
+/** Ubuntu: other versions (ubuntuN), universe, the same kinds of closures. */
+const UBUNTU_CASES: Case[] = [
+  { packages: ['python3'], why: 'Pre-Depends chain, python3.12' },
+  { packages: ['nginx'], why: 'nginx-common, libssl3t64 (the time_t transition names)' },
+  { packages: ['postgresql'], why: 'postgresql-common, ucf, locales, debconf alternatives' },
+  { packages: ['build-essential'], why: 'gcc/g++ closure across pockets' },
+  { packages: ['default-jre-headless'], why: 'java alternatives' },
+  { packages: ['openssh-server'], why: 'many alternatives, systemd libs' },
+  { packages: ['curl'], why: 'from scratch with install: dpkg: Ubuntu\'s Essential set', essential: true },
+];
+
 /** The Essential: yes names of the index apt downloaded: the facts, read independently of ocibuild. */
 async function essentialNames(aptDir: string): Promise<string[]> {
   const lists = join(aptDir, 'state', 'lists');
@@ -76,15 +103,15 @@ function run(cmd: string, args: string[], cwd: string): Promise<{ code: number; 
   });
 }
 
-function imageYaml(packages: string[], recommends: boolean, install: 'unpack' | 'dpkg' = 'unpack'): string {
+function imageYaml(archive: Archive, packages: string[], recommends: boolean, install: 'unpack' | 'dpkg' = 'unpack'): string {
   return [
     'from: scratch',
     'apt:',
     '  sources:',
-    `    - url: ${MIRROR}`,
-    `      suites: [${SUITE}]`,
-    '      components: [main]',
-    `      keyring: ${KEYRING}`,
+    `    - url: ${archive.url}`,
+    `      suites: [${archive.suites.join(', ')}]`,
+    `      components: [${archive.components.join(', ')}]`,
+    `      keyring: ${archive.keyring}`,
     `  packages: [${packages.join(', ')}]`,
     `  install: ${install}`,
     `  recommends: ${recommends}`,
@@ -94,23 +121,37 @@ function imageYaml(packages: string[], recommends: boolean, install: 'unpack' | 
 }
 
 test('ocibuild lock matches apt-get on Debian bookworm main amd64', { skip: !LIVE && 'set OCIBUILD_LIVE=1', timeout: 60 * 60_000 }, async (t) => {
+  await compareWithApt(t, DEBIAN, CASES, 'ocibuild-live-oracle-');
+});
+
+test('ocibuild lock matches apt-get on Ubuntu noble (release, updates, security; main, universe) amd64', { skip: !LIVE_UBUNTU && 'set OCIBUILD_LIVE_UBUNTU=1', timeout: 60 * 60_000 }, async (t) => {
+  const keyDir = await mkdtemp(join(tmpdir(), 'ocibuild-live-ubuntu-key-'));
+  try {
+    const archive: Archive = { url: UBUNTU_ARCHIVE, suites: ['noble', 'noble-updates', 'noble-security'], components: ['main', 'universe'], keyring: await ubuntuKeyring(keyDir) };
+    await compareWithApt(t, archive, UBUNTU_CASES, 'ocibuild-live-oracle-ubuntu-');
+  } finally {
+    await rm(keyDir, { recursive: true, force: true });
+  }
+});
+
+async function compareWithApt(t: TestContext, archive: Archive, cases: Case[], prefix: string): Promise<void> {
   assert.ok(existsSync(join(ROOT, 'dist/cli/main.js')), 'the CLI is not compiled: run `npm run build` first');
-  const work = await mkdtemp(join(tmpdir(), 'ocibuild-live-oracle-'));
+  const work = await mkdtemp(join(tmpdir(), prefix));
   const cacheDir = process.env.OCIBUILD_LIVE_CACHE_DIR ?? join(work, 'cache');
   const apt = await createAptSandbox({
-    sources: [{ url: MIRROR, suites: [SUITE], components: ['main'], keyring: KEYRING }],
+    sources: [archive],
     arch: ARCH,
     recommends: false,
     ...(process.env.OCIBUILD_LIVE_APT_DIR ? { workDir: process.env.OCIBUILD_LIVE_APT_DIR } : {}),
   });
   try {
     await apt.update();
-    for (const c of CASES) {
+    for (const c of cases) {
       await t.test(`[${c.packages.join(', ')}]: ${c.why}`, async () => {
         const dir = await mkdtemp(join(work, 'spec-'));
-        await writeFile(join(dir, 'image.yaml'), imageYaml(c.packages, c.recommends ?? false, c.essential ? 'dpkg' : 'unpack'));
+        await writeFile(join(dir, 'image.yaml'), imageYaml(archive, c.packages, c.recommends ?? false, c.essential ? 'dpkg' : 'unpack'));
         const lock = await run(CLI, ['lock', '-f', join(dir, 'image.yaml'), '--cache-dir', cacheDir], dir);
-        const lockPath = join(dir, `Packages-${SUITE}-${ARCH}.lock`);
+        const lockPath = join(dir, `Packages-${archive.suites[0]}-${ARCH}.lock`);
 
         if (c.refused) {
           await assert.rejects(apt.installSimulate(c.packages, { recommends: c.recommends ?? false }), AptOracleError, 'apt-get was expected to refuse');
@@ -143,4 +184,4 @@ test('ocibuild lock matches apt-get on Debian bookworm main amd64', { skip: !LIV
     await apt.close();
     await rm(work, { recursive: true, force: true });
   }
-});
+}

@@ -12,18 +12,15 @@
 // pocket (frozen), checked against its pinned SHA256 before it is trusted.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ocibuild } from '../support/cli.js';
+import { UBUNTU_ARCHIVE as ARCHIVE, ubuntuKeyring } from '../support/ubuntu.js';
 
 const LIVE = process.env.OCIBUILD_LIVE_UBUNTU === '1';
-const ARCHIVE = 'http://archive.ubuntu.com/ubuntu';
-const KEYRING_DEB = `${ARCHIVE}/pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb`;
-const KEYRING_DEB_SHA256 = '36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8';
 
 function spec(keyring: string, install: 'unpack' | 'dpkg', packages: string[], extra: string[]): string {
   return [
@@ -39,19 +36,6 @@ function spec(keyring: string, install: 'unpack' | 'dpkg', packages: string[], e
     ...extra,
     '',
   ].join('\n');
-}
-
-/** The archive keyring out of Ubuntu's keyring package, which must be the pinned one. */
-async function ubuntuKeyring(dir: string): Promise<string> {
-  const res = await fetch(KEYRING_DEB);
-  assert.equal(res.status, 200, `GET ${KEYRING_DEB}`);
-  const deb = Buffer.from(await res.arrayBuffer());
-  assert.equal(createHash('sha256').update(deb).digest('hex'), KEYRING_DEB_SHA256, 'ubuntu-keyring .deb is not the pinned one');
-  const file = path.join(dir, 'ubuntu-keyring.deb');
-  await writeFile(file, deb);
-  const extracted = path.join(dir, 'keyring-deb');
-  execFileSync('dpkg-deb', ['-x', file, extracted]);
-  return path.join(extracted, 'usr/share/keyrings/ubuntu-archive-keyring.gpg');
 }
 
 /** umoci unpack + runc run of the image's own command (or `args`); its stdout. */
