@@ -6,6 +6,7 @@ import { annotationProblem, REVISION_KEY, SOURCE_KEY } from '../spec/annotations
 import type { Platform } from '../spec/types.js';
 import type { OutputHandler } from '../sandbox/process.js';
 import { buildFromSpec, type Compression } from '../build/build.js';
+import { baseReference } from '../build/base.js';
 import { cliLog, parseSandboxOption, storeAt } from './common.js';
 import type { Progress } from './progress.js';
 import { depfileTarget } from '../build/depfile.js';
@@ -53,8 +54,9 @@ export async function buildCommand(opts: BuildCliOptions): Promise<void> {
   if (opts.output === undefined && !push) throw usageError('give --output DEST and/or --push REF', undefined, 'e.g. --output oci:out:latest or --push registry.example.com/team/app:1.0');
   if (opts.metadataFile && !push) throw usageError('--metadata-file describes a push; give --push REF too');
   const sandbox = parseSandboxOption(opts.sandbox);
-  const registry = await registryOptions(opts);
   const spec = await loadSpec(opts.file);
+  const base = baseReference(spec);
+  const registry = await registryOptions(opts, push ?? (base ? [base] : []));
   const store = storeAt(opts.cacheDir);
   const { progress, log } = cliLog(opts.quiet);
   const stepOutput = stepOutputPrinter((line) => progress.line(`  | ${line}`));

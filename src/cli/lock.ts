@@ -50,7 +50,7 @@ export async function lockCommand(opts: LockCliOptions): Promise<void> {
   let baseStatusFor: ((p: Platform) => Promise<{ text: string; where: string } | undefined>) | undefined;
   const ref = baseReference(spec);
   if (ref && !baseStatus) {
-    const bases = new BaseImages(ref, { store, registry: await registryOptions(opts), log, ...(opts.signal ? { signal: opts.signal } : {}) });
+    const bases = new BaseImages(ref, { store, registry: await registryOptions(opts, [ref]), log, ...(opts.signal ? { signal: opts.signal } : {}) });
     baseStatusFor = async (p) => (await bases.get(p)).dpkgStatus;
   }
   await lockImage(spec, {

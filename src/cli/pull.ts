@@ -23,7 +23,7 @@ export async function pullCommand(reference: string, opts: PullCliOptions): Prom
   const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
   const say = quietable(progress, opts.quiet);
   try {
-    const transport = await registryOptions(opts);
+    const transport = await registryOptions(opts, [ref]);
     const image = await pullImage(ref, {
       ...transport,
       store,

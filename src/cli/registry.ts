@@ -28,8 +28,12 @@ export interface RegistryCliOptions {
  * Transport options from the CLI flags, $OCIBUILD_INSECURE_REGISTRIES (comma
  * separated), and the registries configuration podman and docker keep
  * (registries-conf.ts: plain-HTTP and blocked registries).
+ *
+ * `--username`/`--password-stdin` are for `target`, the one registry the command is
+ * about (push: the destination; pull: the source; build: --push's, else the base's);
+ * every other registry the command talks to gets its config-file credentials only.
  */
-export async function registryOptions(opts: RegistryCliOptions, env: NodeJS.ProcessEnv = process.env): Promise<TransportOptions> {
+export async function registryOptions(opts: RegistryCliOptions, target: readonly ImageReference[], env: NodeJS.ProcessEnv = process.env): Promise<TransportOptions> {
   const policy = await loadRegistryPolicy({ env });
   const insecure = [...(opts.insecureRegistry ?? []), ...(env.OCIBUILD_INSECURE_REGISTRIES ?? '').split(','), ...policy.insecure]
     .map((h) => h.trim())
@@ -42,11 +46,21 @@ export async function registryOptions(opts: RegistryCliOptions, env: NodeJS.Proc
     if (password === '') throw usageError('--password-stdin: standard input was empty');
     credential = { kind: 'basic', username: opts.username, password };
   }
+  const registries = [...new Set(target.map((r) => r.registry))];
+  if (credential && registries.length !== 1) {
+    throw usageError(
+      registries.length === 0
+        ? '--username: this command talks to no registry the credentials could be for'
+        : `--username is for one registry, and this command's targets are on ${registries.length} (${registries.join(', ')})`,
+      '--username',
+      registries.length === 0 ? 'drop --username and --password-stdin' : 'log in to each registry instead (docker login / podman login), or push to one registry per command',
+    );
+  }
   return {
     insecureRegistries: insecure,
     ...(policy.blocked.length > 0 ? { blocked: { patterns: policy.blocked, sources: policy.sources } } : {}),
     ...(opts.certDir !== undefined ? { certDir: opts.certDir } : {}),
-    ...(credential ? { credential } : {}),
+    ...(credential ? { credential, credentialRegistries: registries } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   };
 }
@@ -77,7 +91,7 @@ export async function pushTarget(target: PushTarget, refs: readonly ImageReferen
   const progress = createProgress({ stream: process.stderr, quiet: Boolean(opts.quiet) });
   const say = quietable(progress, opts.quiet);
   try {
-    const transport = await registryOptions(opts);
+    const transport = await registryOptions(opts, refs);
     const results = await pushImage(target, refs, {
       ...transport,
       ...(opts.mountSources ? { mountSources: opts.mountSources } : {}),

@@ -3,6 +3,8 @@ import type { Compression } from '../build/build.js';
 import { verifySpec, type VerifyResult } from '../build/verify.js';
 import { OcibuildError, usageError } from '../errors.js';
 import { loadSpec } from '../spec/parse.js';
+import { baseReference } from '../build/base.js';
+import { parseReference } from '../registry/reference.js';
 import { parseAnnotations, parsePlatformList } from './build.js';
 import { cliLog, parseSandboxOption, storeAt } from './common.js';
 import { registryOptions, type RegistryCliOptions } from './registry.js';
@@ -37,8 +39,11 @@ export async function verifyCommand(opts: VerifyCliOptions): Promise<void> {
   if (opts.against !== undefined && opts.against.trim() === '') throw usageError('--against is empty', '--against', 'give oci:DIR[:TAG] or a registry reference');
   const platforms = opts.platform !== undefined ? parsePlatformList(opts.platform) : undefined;
   const annotations = parseAnnotations(opts.annotation ?? [], opts);
-  const registry = await registryOptions(opts);
   const spec = await loadSpec(opts.file);
+  // --username is for the image compared with, when that is a registry's; else the base's.
+  const against = opts.against !== undefined && !/^(oci|oci-archive|docker-archive|docker-daemon|dir|docker):/.test(opts.against) ? parseReference(opts.against, '--against') : undefined;
+  const base = baseReference(spec);
+  const registry = await registryOptions(opts, against ? [against] : base ? [base] : []);
   const store = storeAt(opts.cacheDir);
   const { progress, log } = cliLog(opts.quiet);
   let result: VerifyResult;

@@ -17,6 +17,13 @@ import { TransientStatusError } from './transient.js';
 export interface AuthOptions {
   /** Credentials given on the command line; `null` forces anonymous access. */
   credential?: Credential | null;
+  /**
+   * The registries `credential` is for (the command's own target); any other registry
+   * the command talks to (a base image's, say) gets its config-file credentials, never
+   * these. Without it, `credential` goes to every registry (API callers that make one
+   * transport per registry).
+   */
+  credentialRegistries?: readonly string[];
   /** Where config-file credentials are looked up (tests point this at temp dirs). */
   credentialOptions?: CredentialSourceOptions;
   log?: (line: string) => void;
@@ -42,7 +49,8 @@ export class RegistryAuth {
   private scheme: 'none' | 'basic' | 'bearer' = 'none';
   private bearer: Bearer | undefined;
   private readonly tokens = new Map<string, { header: string; expires: number }>();
-  private credentialLookup: Promise<{ credential: Credential; source: string } | undefined> | undefined;
+  /** Config-file lookups by repository (auth.json may hold keys per namespace). */
+  private readonly credentialLookups = new Map<string, Promise<{ credential: Credential; source: string } | undefined>>();
 
   constructor(
     private readonly registry: string,
@@ -113,7 +121,7 @@ export class RegistryAuth {
   async header(scopes: readonly string[]): Promise<string | undefined> {
     if (this.scheme === 'none') return undefined;
     if (this.scheme === 'basic') {
-      const found = await this.credential();
+      const found = await this.credential(scopes);
       if (!found) return undefined;
       if (found.credential.kind === 'basic') return basicAuthHeader(found.credential.username, found.credential.password);
       throw new OcibuildError(`${this.registry} wants Basic authentication, but the credentials from ${found.source} are an identity token`, {
@@ -147,13 +155,27 @@ export class RegistryAuth {
     return undefined;
   }
 
-  private credential(): Promise<{ credential: Credential; source: string } | undefined> {
+  /** Where the credentials for `scopes` come from (for messages), or undefined when anonymous. */
+  async credentialSource(scopes: readonly string[]): Promise<string | undefined> {
+    if (this.scheme === 'none') return undefined;
+    return (await this.credential(scopes))?.source;
+  }
+
+  /** The credentials for a request with `scopes`: the command line's, else the config files' for its repository. */
+  private credential(scopes: readonly string[]): Promise<{ credential: Credential; source: string } | undefined> {
     if (this.opts.credential === null) return Promise.resolve(undefined);
-    if (this.opts.credential !== undefined) {
+    const forUs = this.opts.credentialRegistries === undefined || this.opts.credentialRegistries.includes(this.registry);
+    if (this.opts.credential !== undefined && forUs) {
       return Promise.resolve({ credential: this.opts.credential, source: 'the command line' });
     }
-    this.credentialLookup ??= findCredential(this.registry, this.opts.credentialOptions);
-    return this.credentialLookup;
+    // The first scope is the repository the request is for (mount sources follow it).
+    const repository = scopes.length > 0 ? /^repository:(.+):[^:]*$/.exec(scopes[0]!)?.[1] : undefined;
+    let lookup = this.credentialLookups.get(repository ?? '');
+    if (!lookup) {
+      lookup = findCredential(this.registry, { ...this.opts.credentialOptions, ...(repository !== undefined ? { repository } : {}) });
+      this.credentialLookups.set(repository ?? '', lookup);
+    }
+    return lookup;
   }
 
   private async token(scopes: readonly string[]): Promise<string | undefined> {
@@ -162,7 +184,7 @@ export class RegistryAuth {
     if (cached && cached.expires > Date.now()) return cached.header;
     const bearer = this.bearer;
     if (!bearer) return undefined;
-    const found = await this.credential();
+    const found = await this.credential(scopes);
     const realm = new URL(bearer.realm);
     if (found && !this.mayReceiveCredentials(realm)) {
       throw new OcibuildError(`refusing to send credentials over plain HTTP to the token server ${realm.origin}`, {

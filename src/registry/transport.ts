@@ -41,6 +41,8 @@ export interface RegistryResponse {
   body: ResponseBody;
   /** The URL that answered (after redirects). */
   url: string;
+  /** On a final 401: where the credentials the registry refused came from (undefined: none were sent). */
+  refusedCredentials?: string;
 }
 
 export interface TransportOptions extends AuthOptions {
@@ -141,10 +143,12 @@ export class RegistryTransport {
     for (let round = 0; ; round++) {
       const authorization = await this.auth.header(scopes);
       const res = await this.follow(req, authorization);
-      if (res.status !== 401 || round >= 2) return res;
-      const challenge = res.headers['www-authenticate'];
-      const again = await this.auth.onUnauthorized(challenge, scopes, round);
-      if (!again) return res;
+      if (res.status !== 401) return res;
+      const again = round >= 2 ? undefined : await this.auth.onUnauthorized(res.headers['www-authenticate'], scopes, round);
+      if (!again) {
+        const source = await this.auth.credentialSource(scopes);
+        return source !== undefined ? { ...res, refusedCredentials: source } : res;
+      }
       if (req.noRetry) {
         // A token expired in the middle of a sequence: start it over with a fresh one.
         await res.body.dump().catch(() => undefined);
@@ -247,6 +251,12 @@ export async function registryErrorText(res: RegistryResponse): Promise<string> 
 /** An OcibuildError for an unexpected registry answer, with a hint per status. */
 export async function unexpectedResponse(res: RegistryResponse, what: string): Promise<OcibuildError> {
   const detail = await registryErrorText(res);
+  if (res.status === 401 && res.refusedCredentials !== undefined) {
+    return new OcibuildError(`${what}: HTTP 401: the registry refused the credentials from ${res.refusedCredentials}${detail ? ` (${detail})` : ''}`, {
+      where: res.url,
+      hint: 'check the user name and password or token (log in again with docker login / podman login, or pass the right --username and --password-stdin)',
+    });
+  }
   const hint =
     res.status === 401
       ? 'log in (docker login / podman login write credentials ocibuild reads) or pass --username and --password-stdin'

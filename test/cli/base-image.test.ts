@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
@@ -141,6 +141,48 @@ test('from: a registry image: base layers reused, only new packages locked, stat
   const q = await run('dpkg-query', [`--admindir=${path.join(bundle, 'rootfs/var/lib/dpkg')}`, '-W', '-f', '${Package} ${Version} ${Status}\n']);
   assert.deepEqual(q.stdout.trim().split('\n').sort(), ['app 2.0-1 install ok installed', 'app-data 2.0-1 install ok installed', 'base-tool 1.0-1 install ok installed']);
   assert.equal(await readFile(path.join(bundle, 'rootfs/etc/base.conf'), 'utf8'), 'base\n');
+});
+
+test('--username/--password-stdin are for the push registry only: the base registry gets its config-file credentials, never those', async () => {
+  const baseReg = await startRegistry({ auth: 'htpasswd', users: { alice: 'alice-base-pw' } });
+  const pushReg = await startRegistry({ auth: 'htpasswd', users: { bob: 'bob-push-pw' } });
+  try {
+    const home = await mkdtemp(path.join(tmp, 'scoped-creds-'));
+    const dockerConfig = path.join(home, 'docker');
+    await mkdir(dockerConfig, { recursive: true });
+    const alice = Buffer.from('alice:alice-base-pw').toString('base64');
+    await writeFile(path.join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [baseReg.host]: { auth: alice } } }));
+    const scopedEnv = { HOME: home, DOCKER_CONFIG: dockerConfig, XDG_RUNTIME_DIR: path.join(home, 'run') };
+    const cache = path.join(home, 'cache');
+
+    const baseRef = `${baseReg.host}/library/base:1`;
+    const baseDir = await specDir('scoped-base', specText('scratch', ['base-tool'], ['  cmd: [/bin/sh]']));
+    const b = await ocibuild(['build', '-f', path.join(baseDir, 'image.yaml'), '--push', baseRef, '--cache-dir', cache, '-q'], scopedEnv);
+    assert.equal(b.code, 0, b.stderr);
+
+    const appDir = await specDir('scoped-app', specText(baseRef, ['app'], ['  entrypoint: [/usr/bin/app]']));
+    const appRef = `${pushReg.host}/team/app:1`;
+    const a = await ocibuild(['build', '-f', path.join(appDir, 'image.yaml'), '--push', appRef, '--username', 'bob', '--password-stdin', '--cache-dir', cache, '-q'], scopedEnv, 'bob-push-pw\n');
+    assert.equal(a.code, 0, a.stderr);
+    assert.doesNotMatch(baseReg.logs(), /bob/, "the push registry's user never reaches the base registry");
+    assert.match(baseReg.logs(), /alice/, 'the base registry got its own credentials');
+
+    // Several registries for one --username: refused before anything is sent.
+    const two = await ocibuild(['build', '-f', path.join(appDir, 'image.yaml'), '--push', `${appRef},${baseReg.host}/team/app:1`, '--username', 'bob', '--password-stdin', '--cache-dir', cache], scopedEnv, 'bob-push-pw\n');
+    assert.equal(two.code, 2, two.stderr);
+    assert.match(two.stderr, /--username is for one registry/);
+
+    // A wrong password is reported as refused credentials, with where they came from.
+    const out = path.join(appDir, 'out');
+    assert.equal((await ocibuild(['build', '-f', path.join(appDir, 'image.yaml'), '-o', `oci:${out}:x`, '--cache-dir', cache, '-q'], scopedEnv)).code, 0);
+    const refused = await ocibuild(['push', `oci:${out}:x`, `${pushReg.host}/team/app:2`, '--username', 'bob', '--password-stdin'], scopedEnv, 'not-the-password\n');
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /refused the credentials from the command line/);
+    assert.doesNotMatch(refused.stderr, /not-the-password/);
+  } finally {
+    await baseReg.stop();
+    await pushReg.stop();
+  }
 });
 
 test('from: an image that is not there: a clear error and nothing written', async () => {

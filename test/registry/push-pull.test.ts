@@ -146,8 +146,26 @@ test('htpasswd registry: no credentials is a clear 401 error; docker config.json
 
   const wrong = await ocibuild(['push', `oci:${tiny.dir}:v1`, `${reg.host}/private/cli:2`, '--username', reg.username!, '--password-stdin'], { env: other.env, input: 'nope\n' });
   assert.equal(wrong.code, 1);
-  assert.match(wrong.stderr, /HTTP 401/);
+  assert.match(wrong.stderr, /HTTP 401: the registry refused the credentials from the command line/);
   assert.doesNotMatch(wrong.stderr, /internal error/);
+});
+
+test("auth.json keys scoped to a repository (podman's host/namespace form) are used for that repository only", async () => {
+  const reg = await registry({ auth: 'htpasswd', users: { team: 'team-pw' } });
+  const creds = await isolatedCredentials();
+  const tiny = await writeTinyImage(await freshDir('tiny-scoped'), { tag: 'v1' });
+  const authFile = join(creds.homeDir, 'auth.json');
+  const team = Buffer.from('team:team-pw').toString('base64');
+  await writeFile(authFile, JSON.stringify({ auths: { [`${reg.host}/team`]: { auth: team } } }));
+  const env = { ...creds.env, REGISTRY_AUTH_FILE: authFile };
+  const inTeam = await run(CLI, ['push', `oci:${tiny.dir}:v1`, `${reg.host}/team/app:1`], { env });
+  assert.equal(inTeam.code, 0, inTeam.stderr);
+  assert.equal(inTeam.stdout.trim(), tiny.manifestDigest);
+  // Another namespace on the same registry: the key does not apply, so no credentials at all.
+  const elsewhere = await run(CLI, ['push', `oci:${tiny.dir}:v1`, `${reg.host}/other/app:1`], { env });
+  assert.equal(elsewhere.code, 1, elsewhere.stderr);
+  assert.match(elsewhere.stderr, /HTTP 401/);
+  assert.doesNotMatch(elsewhere.stderr, /refused the credentials/);
 });
 
 test('token registry: push with the token server, scopes asked for; anonymous pull refused with a hint', async () => {

@@ -9,18 +9,19 @@ export const CLI = path.join(root, 'bin/ocibuild');
 
 export interface CliRun { code: number; stdout: string; stderr: string }
 
-export function ocibuild(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
-  return run(CLI, args, { ...process.env, ...env });
+export function ocibuild(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): Promise<CliRun> {
+  return run(CLI, args, { ...process.env, ...env }, input);
 }
 
-/** Runs a command to its end, stdin closed, collecting its output as text. */
-export function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<CliRun> {
+/** Runs a command to its end, collecting its output as text; stdin is `input`, else closed. */
+export function run(command: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (input !== undefined) child.stdin!.end(input);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
