@@ -17,7 +17,7 @@ import {
   type JsonValue,
   type Platform,
 } from './descriptor.js';
-import { OCI_CONFIG, OCI_MANIFEST, isLayerType } from './media-types.js';
+import { OCI_CONFIG, OCI_MANIFEST, isLayerType, ociLayerMediaType } from './media-types.js';
 
 /** What made a layer, for the config's `history` (config.md "history"). */
 export interface LayerHistory {
@@ -120,7 +120,7 @@ export function buildImage(
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
     config: descriptorJson(configDescriptor),
-    layers: layers.map((l) => descriptorJson({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    layers: layers.map((l) => descriptorJson({ mediaType: ociLayerMediaType(l.mediaType), digest: l.digest, size: l.size })),
   };
   if (Object.keys(annotations).length > 0) manifestDoc.annotations = { ...annotations };
   const manifestBytes = Buffer.from(canonicalJson(manifestDoc), 'utf8');

@@ -42,6 +42,16 @@ export function isLayerType(mediaType: string): boolean {
   return LAYERS.has(mediaType);
 }
 
+/**
+ * The OCI name of a layer media type, for an OCI manifest: a Docker schema2 base's
+ * gzip layers keep their bytes and digests but are listed under the OCI type, as the
+ * manifest around them is OCI (umoci and skopeo refuse a Docker layer type in an OCI
+ * manifest; BuildKit and buildah convert the same way).
+ */
+export function ociLayerMediaType(mediaType: string): string {
+  return mediaType === DOCKER_LAYER_GZIP ? OCI_LAYER_GZIP : mediaType;
+}
+
 /** The compression a layer media type implies, for readers that must decompress. */
 export function layerCompression(mediaType: string): 'none' | 'gzip' | 'zstd' {
   if (mediaType === OCI_LAYER_GZIP || mediaType === DOCKER_LAYER_GZIP) return 'gzip';

@@ -67,7 +67,7 @@ async function specDir(name: string, body: string): Promise<string> {
   return dir;
 }
 
-interface Manifest { layers: Array<{ digest: string }>; annotations?: Record<string, string> }
+interface Manifest { layers: Array<{ digest: string; mediaType: string }>; annotations?: Record<string, string> }
 interface Config { config: { Env?: string[]; Entrypoint?: string[]; Cmd?: string[]; Labels?: Record<string, string>; WorkingDir?: string }; history: Array<{ created_by?: string }>; rootfs: { diff_ids: string[] } }
 
 async function readLayout(dir: string): Promise<{ manifest: Manifest; config: Config; digest: string }> {
@@ -183,6 +183,31 @@ test('--username/--password-stdin are for the push registry only: the base regis
     await baseReg.stop();
     await pushReg.stop();
   }
+});
+
+test('from: a Docker schema2 base: its layers keep bytes and digests, listed under OCI types in the OCI manifest; umoci and skopeo read the image', async () => {
+  const cache = path.join(tmp, 'cache-v2s2');
+  const ociRef = `${reg.host}/library/base-oci:1`;
+  const baseDir = await specDir('v2s2-base', specText('scratch', ['base-tool'], ['  cmd: [/bin/sh]']));
+  const b = await ocibuild(['build', '-f', path.join(baseDir, 'image.yaml'), '--push', ociRef, '--cache-dir', cache, '-q'], env);
+  assert.equal(b.code, 0, b.stderr);
+  const dockerRef = `${reg.host}/library/base-docker:1`;
+  await run('skopeo', ['copy', '-q', '--format', 'v2s2', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${ociRef}`, `docker://${dockerRef}`]);
+  const raw = JSON.parse((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dockerRef}`])).stdout) as { mediaType: string; layers: Array<{ mediaType: string; digest: string }> };
+  assert.equal(raw.mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+  assert.equal(raw.layers[0]?.mediaType, 'application/vnd.docker.image.rootfs.diff.tar.gzip');
+
+  const appDir = await specDir('v2s2-app', specText(dockerRef, ['app'], ['  entrypoint: [/usr/bin/app]']));
+  const out = path.join(appDir, 'out');
+  const a = await ocibuild(['build', '-f', path.join(appDir, 'image.yaml'), '-o', `oci:${out}:app`, '--cache-dir', cache, '-q'], env);
+  assert.equal(a.code, 0, a.stderr);
+  const app = await readLayout(out);
+  const layers = app.manifest.layers;
+  assert.deepEqual(layers.map((l) => l.mediaType), layers.map(() => 'application/vnd.oci.image.layer.v1.tar+gzip'));
+  assert.deepEqual(layers.slice(0, raw.layers.length).map((l) => l.digest), raw.layers.map((l) => l.digest), 'the base layers as they are');
+  await run('umoci', ['unpack', '--rootless', '--image', `${out}:app`, path.join(appDir, 'bundle')]);
+  assert.equal(await readFile(path.join(appDir, 'bundle/rootfs/etc/base.conf'), 'utf8'), 'base\n');
+  await run('skopeo', ['copy', '-q', `oci:${out}:app`, `docker-archive:${path.join(appDir, 'app.tar')}:team/app:1`]);
 });
 
 test('from: an image that is not there: a clear error and nothing written', async () => {
