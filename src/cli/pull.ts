@@ -2,7 +2,7 @@
 import { OcibuildError } from '../errors.js';
 import { parseOutput, writeOutput } from '../oci/output.js';
 import { pullImage } from '../registry/pull.js';
-import { parseReference } from '../registry/reference.js';
+import { familiarName, parseReference } from '../registry/reference.js';
 import { parsePlatform } from '../spec/platform.js';
 import { storeAt } from './common.js';
 import { createProgress } from './progress.js';
@@ -31,7 +31,7 @@ export async function pullCommand(reference: string, opts: PullCliOptions): Prom
       log: (line) => say(line),
       onLayer: (done, total) => say(`pulled layer ${done}/${total}`),
     });
-    await writeOutput(out, image, { store, ...(ref.tag ? { tag: ref.tag } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    await writeOutput(out, image, { store, ...(ref.tag ? { tag: ref.tag, dockerRef: familiarName({ ...ref, digest: undefined }) } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
     if (opts.digestFile) await writeSmallFile(opts.digestFile, `${image.digest}\n`);
     process.stdout.write(`${image.digest}\n`);
   } finally {

@@ -19,6 +19,8 @@ export interface WriteOutputOptions {
   store: Store;
   /** Used when the output spec names no tag (or, for docker-archive, no REF). */
   tag?: string;
+  /** docker-archive without a REF: the image's name, e.g. the pulled reference (else `tag`). */
+  dockerRef?: string;
   signal?: AbortSignal;
 }
 
@@ -96,7 +98,7 @@ export async function writeOutput(out: Output, image: BuiltArtifact, opts: Write
     }
     case 'docker-archive': {
       if (isIndex(image)) throw indexOutputError(out, image.images.length);
-      const ref = out.ref ?? opts.tag;
+      const ref = out.ref ?? opts.dockerRef ?? opts.tag;
       await writeDockerArchive(out.file, image, { ...signal, ...(ref !== undefined ? { ref } : {}) });
       return;
     }

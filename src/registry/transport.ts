@@ -213,7 +213,15 @@ function describe(err: unknown): string {
 }
 
 function asNetworkError(err: unknown, url: string): unknown {
-  if (err instanceof OcibuildError || isAbortError(err) || !isTransientError(err)) return err;
+  if (err instanceof OcibuildError || isAbortError(err)) return err;
+  if (errorCode(err) === 'ENOTFOUND') {
+    return new OcibuildError(`cannot resolve the registry's host name ${new URL(url).hostname} (ENOTFOUND)`, {
+      where: url,
+      hint: 'check the registry name in the reference (a first component with a dot or a port, or localhost, names a registry; otherwise it is a Docker Hub repository)',
+      cause: err,
+    });
+  }
+  if (!isTransientError(err)) return err;
   return new OcibuildError(`cannot reach the registry (${describe(err)})`, {
     where: url,
     hint: 'check that the registry is up and the host and port are right; plain-HTTP registries other than localhost need --insecure-registry HOST',

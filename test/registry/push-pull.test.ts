@@ -292,6 +292,18 @@ test('ocibuild pull writes an OCI layout; an unknown tag and a wrong platform ar
   const refused = await ocibuild(['pull', `127.0.0.1:1/x:1`, '-o', `oci:${await freshDir('o4')}`, '--cache-dir', cache], { env: { ...creds.env } });
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /cannot reach the registry/);
+  // A host name that does not resolve (.invalid never does): an error naming it, not a crash.
+  const unknown = await ocibuild(['pull', 'nonexistent.invalid/x:1', '-o', `oci:${await freshDir('o5')}`, '--cache-dir', cache], { env: { ...creds.env } });
+  assert.equal(unknown.code, 1, unknown.stderr);
+  assert.match(unknown.stderr, /cannot resolve the registry's host name nonexistent\.invalid|cannot reach the registry/);
+  assert.doesNotMatch(unknown.stderr, /internal error/);
+
+  // docker-archive: the image is named after the pulled reference, as docker pull names it.
+  const archive = join(await freshDir('o6'), 'app.tar');
+  const saved = await ocibuild(['pull', `${reg.host}/cli/app:1`, '-o', `docker-archive:${archive}`, '--cache-dir', cache, '-q'], { env: creds.env });
+  assert.equal(saved.code, 0, saved.stderr);
+  const manifest = JSON.parse((await run('tar', ['-xOf', archive, 'manifest.json'])).stdout) as Array<{ RepoTags: string[] }>;
+  assert.deepEqual(manifest[0]?.RepoTags, [`${reg.host}/cli/app:1`]);
 });
 
 test('an interrupted push, run again, uploads only what is missing', async () => {
