@@ -23,6 +23,8 @@ import { conffilesFile, infoName, listFile, mergeStatus, statusFile, type Instal
 import type { LayerEntry } from '../layer/entry.js';
 import { bytesContent, fileContent } from '../layer/content.js';
 import { parentPath } from '../layer/entry.js';
+import { unpackScriptFiles } from './unpack-scripts.js';
+import { SOURCES_LIST } from './sources-list.js';
 
 export interface DebToUnpack {
   package: string;
@@ -41,6 +43,14 @@ export interface AptLayerOptions {
    * layer writes (which hides the base's), except those replaced by a locked package.
    */
   baseStatus?: string;
+  /**
+   * From scratch in `install: unpack` mode: add the files base-passwd's and
+   * ca-certificates' scripts would make (unpack-scripts.ts). Not for a base image's
+   * layer (the base has its own), nor for dpkg's bootstrap (dpkg runs the scripts).
+   */
+  scriptFiles?: boolean;
+  /** From scratch: /etc/apt/sources.list (sources-list.ts), unless a package ships one. */
+  sourcesList?: string;
   /** Scratch directory for file contents until the layer is written; the caller removes it. */
   workDir: string;
   signal?: AbortSignal;
@@ -136,6 +146,12 @@ export async function buildAptLayerTree(opts: AptLayerOptions): Promise<AptLayer
     dbFiles.push(bytesEntry(`${DB}/triggers/Unincorp`, Buffer.alloc(0)));
   }
   for (const f of dbFiles) tree.set(f.path, f);
+  if (opts.scriptFiles && opts.baseStatus === undefined) {
+    for (const f of await unpackScriptFiles(tree, new Set(installed.map((d) => d.fields.get('Package') ?? '')))) tree.set(f.path, f);
+  }
+  if (opts.sourcesList !== undefined && opts.baseStatus === undefined && !tree.has(SOURCES_LIST)) {
+    tree.set(SOURCES_LIST, bytesEntry(SOURCES_LIST, Buffer.from(opts.sourcesList, 'utf8')));
+  }
 
   // Parents a package did not ship (dpkg creates them as root 0755).
   for (const p of [...tree.keys()]) {

@@ -35,13 +35,14 @@ import { EXTENDED_STATES, extendedStates } from './apt-states.js';
 import { gitRevision, gitSourceUrl } from './git.js';
 import { checkLockfilePaths, lockImage, lockfilePath, lockInputs } from './lock.js';
 import { VERSION } from '../version.js';
-import { pushImage, type PushResult } from '../registry/push.js';
+import { pushedLine, pushImage, type PushResult } from '../registry/push.js';
 import { formatReference, type ImageReference } from '../registry/reference.js';
 import type { TransportOptions } from '../registry/transport.js';
 import { BaseImages, baseReference, configOverBase, type BaseImage } from './base.js';
 import { buildInputFiles, depfileTarget, formatDepfile } from './depfile.js';
 import { cachedLayer, stepKey, writeAndCache, type CachedLayer, type Compression } from './layer-cache.js';
 import { dpkgLayer } from './dpkg-layer.js';
+import { sourcesList } from './sources-list.js';
 import { holdStore } from '../store/builds.js';
 import { SILENT, type BuildReporter } from './reporter.js';
 
@@ -206,8 +207,10 @@ async function buildChecked(
           });
         }
         await checkCanRun(platform, spec.path);
+        const list = !base && entries.some((e) => e.package === 'apt') ? imageSourcesList(spec, log) : undefined;
         layer = await dpkgLayer({
           store: opts.store,
+          ...(list !== undefined ? { sourcesList: list } : {}),
           ...(opts.noCache ? { noCache: true } : {}),
           debs: entries.map((e) => ({ entry: e, path: debPath(debs, e) })),
           below: part.layers,
@@ -305,9 +308,7 @@ async function buildChecked(
         ...(opts.log ? { log: opts.log } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
-      for (const r of pushed) {
-        log(`pushed ${r.reference}: ${r.digest} (${r.blobs.uploaded} blobs uploaded, ${r.blobs.mounted} mounted, ${r.blobs.existing} already there)`);
-      }
+      for (const r of pushed) log(pushedLine(r));
     }
     if (opts.digestFile) await atomicWrite(opts.digestFile, `${top.digest}\n`);
     if (opts.depfile && depTarget) await atomicWrite(opts.depfile, formatDepfile(depTarget, buildInputFiles(spec, platforms)));
@@ -344,6 +345,15 @@ function imageConfig(spec: ImageSpec, platform: Platform, created: Date): ImageC
   };
 }
 
+/** The sources.list of a from-scratch image with apt (sources-list.ts); says which sources are left out. */
+function imageSourcesList(spec: ImageSpec, log: (line: string) => void): string | undefined {
+  const { text, leftOut } = sourcesList(spec.apt!.sources);
+  for (const s of leftOut) {
+    log(`note: /etc/apt/sources.list in the image leaves out ${s.url} ${s.suites.join(',')}: it is signed by ${s.keyring}, a keyring of this host the image's apt does not trust (add the key and the source in a RUN line to use it there)`);
+  }
+  return text;
+}
+
 /** `install: unpack`: the .debs' files and a dpkg database, no maintainer scripts (apt-layer.ts). */
 async function unpackLayer(
   spec: ImageSpec,
@@ -358,7 +368,9 @@ async function unpackLayer(
   const hasApt = p.entries.some((e) => e.package === 'apt') || p.base?.aptExtendedStates !== undefined || /^Package: apt$/m.test(baseStatus ?? '');
   const states = hasApt ? extendedStates(p.entries, new Set(), p.arch, p.base?.aptExtendedStates) : undefined;
   const createdBy = `ocibuild apt install (unpack): ${spec.apt!.packages.map((x) => x.name).join(' ')} (${p.entries.length} packages)`;
-  const key = stepKey('apt-unpack-v2', {
+  const list = p.base === undefined && p.entries.some((e) => e.package === 'apt') ? imageSourcesList(spec, p.log) : undefined;
+  const key = stepKey('apt-unpack-v3', {
+    ...(list !== undefined ? { sourcesList: list } : {}),
     debs: p.entries.map((e) => e.sha256),
     arch: p.arch,
     mergedUsr: p.mergedUsr,
@@ -379,6 +391,8 @@ async function unpackLayer(
     arch: p.arch,
     mergedUsr: p.mergedUsr,
     ...(baseStatus !== undefined ? { baseStatus } : {}),
+    scriptFiles: true,
+    ...(list !== undefined ? { sourcesList: list } : {}),
     workDir: p.workDir,
     ...(opts.signal ? { signal: opts.signal } : {}),
   });

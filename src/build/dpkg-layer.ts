@@ -41,6 +41,7 @@ import { runStep } from '../sandbox/run-step.js';
 import { dirInTree, upperToEntries } from '../sandbox/upper.js';
 import { VERSION } from '../version.js';
 import { buildAptLayerTree } from './apt-layer.js';
+import { SOURCES_LIST } from './sources-list.js';
 import { EXTENDED_STATES, extendedStates } from './apt-states.js';
 import { cachedLayer, stepKey, writeAndCache, type CachedLayer } from './layer-cache.js';
 import { normalizeStepEntries, normalizeTree } from './normalize.js';
@@ -54,6 +55,8 @@ export interface DpkgLayerOptions extends SandboxStepOptions {
   mergedUsr: boolean;
   /** Explicit SOURCE_DATE_EPOCH; default: the newest build date of the packages. */
   sourceDateEpoch?: number;
+  /** From scratch: /etc/apt/sources.list (sources-list.ts), unless a package ships one. */
+  sourcesList?: string;
 }
 
 /** dpkg by its path: every dpkg package ships it there, and a shell's own applets (busybox) must not win. */
@@ -82,6 +85,7 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
     compression: o.compression,
     sde: o.sourceDateEpoch ?? null,
     version: VERSION,
+    ...(o.sourcesList !== undefined ? { sourcesList: o.sourcesList } : {}),
   });
   const cached = await cachedLayer(o.store, key, `${createdBy} ${names.join(' ')}`, o);
   if (cached) {
@@ -178,6 +182,10 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
       await writeFile(target, extendedStates(o.debs.map((d) => d.entry), essential, o.arch, existing), { mode: 0o644 });
     }
     if (scratch) {
+      if (o.sourcesList !== undefined && !existsSync(path.join(rootfs, SOURCES_LIST))) {
+        await mkdir(path.join(rootfs, path.dirname(SOURCES_LIST)), { recursive: true, mode: 0o755 });
+        await writeFile(path.join(rootfs, SOURCES_LIST), o.sourcesList, { mode: 0o644 });
+      }
       await normalizeTree(rootfs, sde);
       // Every entry of the tree, extended attributes (file capabilities) included.
       const entries = await upperToEntries(rootfs, () => false, { exclude: [] });

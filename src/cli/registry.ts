@@ -8,7 +8,7 @@ import { text } from 'node:stream/consumers';
 import { OcibuildError, usageError } from '../errors.js';
 import { parseLayoutRef, readLayoutImage } from '../oci/read-layout.js';
 import type { Credential } from '../registry/credentials.js';
-import { pushImage, pushMetadata, type PushResult, type PushTarget } from '../registry/push.js';
+import { pushedLine, pushImage, pushMetadata, type PushResult, type PushTarget } from '../registry/push.js';
 import { parseReference, type ImageReference } from '../registry/reference.js';
 import { loadRegistryPolicy } from '../registry/registries-conf.js';
 import type { TransportOptions } from '../registry/transport.js';
@@ -97,10 +97,7 @@ export async function pushTarget(target: PushTarget, refs: readonly ImageReferen
       ...(opts.mountSources ? { mountSources: opts.mountSources } : {}),
       log: (line) => say(line),
     });
-    for (const r of results) {
-      const b = r.blobs;
-      say(`pushed ${r.reference}@${r.digest} (${b.uploaded} blobs uploaded, ${b.mounted} mounted, ${b.existing} already there)`);
-    }
+    for (const r of results) say(pushedLine(r));
     return results;
   } finally {
     progress.done();

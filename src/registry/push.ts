@@ -54,6 +54,9 @@ export async function pushImage(target: PushTarget, refs: readonly ImageReferenc
   }
   const transports = opts.transports ?? new Map<string, RegistryTransport>();
   const results: PushResult[] = [];
+  // Per registry, the first repository pushed: a later reference to another repository
+  // of the same registry mounts every blob from it instead of uploading it again.
+  const pushedTo = new Map<string, string>();
   // One reference after another: the second push to the same repository finds every blob there.
   for (const ref of refs) {
     let transport = transports.get(ref.registry);
@@ -75,7 +78,9 @@ export async function pushImage(target: PushTarget, refs: readonly ImageReferenc
       [...blobs.values()],
       async (blob) => {
         const src = opts.mountSources?.get(blob.digest);
-        const mountFrom = src && src.registry === ref.registry && src.repository !== ref.repository ? src.repository : undefined;
+        const sibling = pushedTo.get(ref.registry);
+        const mountFrom =
+          src && src.registry === ref.registry && src.repository !== ref.repository ? src.repository : sibling !== undefined && sibling !== ref.repository ? sibling : undefined;
         const outcome = await repo.uploadBlob(blob, mountFrom);
         if (outcome === 'uploaded') {
           stats.uploaded++;
@@ -97,8 +102,16 @@ export async function pushImage(target: PushTarget, refs: readonly ImageReferenc
     const digest = await repo.putManifest(ref.tag ?? top.descriptor.digest, top.bytes, top.descriptor.mediaType);
     if (digest !== top.descriptor.digest) throw new Error(`pushed manifest digest ${digest} differs from ${top.descriptor.digest}`);
     results.push({ reference: name, digest, mediaType: top.descriptor.mediaType, blobs: stats });
+    if (!pushedTo.has(ref.registry)) pushedTo.set(ref.registry, ref.repository);
   }
   return results;
+}
+
+/** One line per pushed reference, the same for `push` and `build --push`: REF@DIGEST (the digest once). */
+export function pushedLine(r: PushResult): string {
+  const b = r.blobs;
+  const where = r.reference.endsWith(`@${r.digest}`) ? r.reference : `${r.reference}@${r.digest}`;
+  return `pushed ${where} (${b.uploaded} blobs uploaded, ${b.mounted} mounted, ${b.existing} already there)`;
 }
 
 /** The `--metadata-file` document: what was pushed where, for CI steps that follow. */

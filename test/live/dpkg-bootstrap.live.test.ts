@@ -63,6 +63,30 @@ test('live: from scratch, install: dpkg, RUN; runs under runc; dpkg --audit and 
       assert.ok(!existsSync(path.join(rootfs, volatile)), `${volatile} is not in the image`);
     }
 
+    // install: unpack of the same packages makes what ca-certificates' and base-passwd's
+    // scripts made in the dpkg build, byte for byte (src/build/unpack-scripts.ts).
+    const unpackDir = path.join(tmp, 'unpack');
+    execFileSync('mkdir', ['-p', unpackDir]);
+    await writeFile(path.join(unpackDir, 'image.yaml'), 'from: scratch\ndebian_version: "12"\napt:\n  packages: [python3, ca-certificates, curl, base-passwd, apt]\n  install: unpack\n');
+    const unpacked = await ocibuild(['build', '-f', path.join(unpackDir, 'image.yaml'), '-o', `oci:${path.join(unpackDir, 'out')}:latest`, '--cache-dir', path.join(tmp, 'store'), '-q']);
+    assert.equal(unpacked.code, 0, unpacked.stderr);
+    const unpackedRoot = path.join(unpackDir, 'bundle', 'rootfs');
+    execFileSync('umoci', ['unpack', '--image', `${path.join(unpackDir, 'out')}:latest`, path.join(unpackDir, 'bundle')], { stdio: 'pipe' });
+    for (const f of ['etc/ca-certificates.conf', 'etc/ssl/certs/ca-certificates.crt']) {
+      assert.ok(readFileSync(path.join(unpackedRoot, f)).equals(readFileSync(path.join(rootfs, f))), `${f} as ca-certificates' postinst made it`);
+    }
+    const pemLinks = (root: string): string => execFileSync('sh', ['-c', 'cd "$1"/etc/ssl/certs && for f in *.pem; do printf "%s %s\\n" "$f" "$(readlink "$f")"; done', 'sh', root]).toString();
+    assert.equal(pemLinks(unpackedRoot), pemLinks(rootfs));
+    for (const f of ['passwd', 'group']) {
+      assert.equal(readFileSync(path.join(unpackedRoot, 'etc', f), 'utf8'), readFileSync(path.join(unpackedRoot, `usr/share/base-passwd/${f}.master`), 'utf8'));
+    }
+    // With apt, the sources it was locked from, as mmdebstrap writes them.
+    assert.equal(
+      readFileSync(path.join(unpackedRoot, 'etc/apt/sources.list'), 'utf8'),
+      'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n',
+    );
+    assert.equal(execFileSync('chroot', [unpackedRoot, 'python3', '-c', 'import ssl; print(ssl.create_default_context().cert_store_stats()["x509_ca"] > 100)']).toString().trim(), 'True');
+
     // Only the .debs are shared: no layer, no rootfs, no lock of the first store. The
     // second build runs without root (src/cli/rootless.ts), with the lock root wrote.
     await chmod(tmp, 0o755);

@@ -12,7 +12,7 @@ import { OcibuildError } from '../../src/errors.js';
 import { readLayoutImage } from '../../src/oci/read-layout.js';
 import { writeLayout } from '../../src/oci/layout.js';
 import { pullImage } from '../../src/registry/pull.js';
-import { pushImage } from '../../src/registry/push.js';
+import { pushedLine, pushImage } from '../../src/registry/push.js';
 import { parseReference } from '../../src/registry/reference.js';
 import { Store } from '../../src/store/store.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
@@ -73,6 +73,15 @@ test('push an OCI layout anonymously: skopeo sees the same digest; a re-push upl
 
   const again = await pushImage(target, [ref], { credentialOptions: creds });
   assert.deepEqual(again[0]?.blobs, { uploaded: 0, mounted: 0, existing: 2, bytesUploaded: 0 });
+
+  // Two new repositories of one registry in one push: the second mounts from the first.
+  const two = await pushImage(target, [parseReference(`${reg.host}/team/one:1`), parseReference(`${reg.host}/other/two:1`)], { credentialOptions: creds });
+  assert.deepEqual(two.map((r) => r.blobs), [
+    { uploaded: 2, mounted: 0, existing: 0, bytesUploaded: two[0]!.blobs.bytesUploaded },
+    { uploaded: 0, mounted: 2, existing: 0, bytesUploaded: 0 },
+  ]);
+  assert.equal(await skopeoDigest(`${reg.host}/other/two:1`), tiny.manifestDigest);
+  assert.equal(pushedLine({ ...two[0]!, reference: `${reg.host}/team/one@${tiny.manifestDigest}` }).split('@').length, 2, 'a digest reference shows its digest once');
 
   // Pull into an empty store and write a layout: every blob identical to the source's.
   const store = new Store(await freshDir('store'));

@@ -1,0 +1,61 @@
+// install: unpack from scratch: the files base-passwd's preinst and ca-certificates'
+// postinst (update-ca-certificates) would make. Byte-for-byte agreement with a real
+// dpkg install is checked live (test/live/dpkg-bootstrap.live.test.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { bytesContent } from '../../src/layer/content.js';
+import type { LayerEntry } from '../../src/layer/entry.js';
+import { unpackScriptFiles } from '../../src/build/unpack-scripts.js';
+
+function file(path: string, text: string): LayerEntry {
+  const data = Buffer.from(text);
+  return { type: 'file', path, mode: 0o644, uid: 0, gid: 0, mtime: 0, size: data.length, content: bytesContent(data) };
+}
+
+function treeOf(entries: LayerEntry[]): Map<string, LayerEntry> {
+  return new Map(entries.map((e) => [e.path, e]));
+}
+
+const PEM_A = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n';
+const PEM_B = '-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----'; // no final newline
+const PEM_C = '-----BEGIN CERTIFICATE-----\nCCCC\n-----END CERTIFICATE-----\n';
+
+async function text(e: LayerEntry | undefined): Promise<string> {
+  assert.ok(e && e.type === 'file', `a file: ${e?.path}`);
+  return (e.content.bytes ?? Buffer.alloc(0)).toString();
+}
+
+test('ca-certificates: configuration sorted by bytes, bundle in that order with newlines added, NAME.pem links named as update-ca-certificates names them', async () => {
+  const tree = treeOf([
+    file('usr/share/ca-certificates/mozilla/b_Root (2020), Ltd.crt', PEM_B),
+    file('usr/share/ca-certificates/mozilla/a_Root.crt', PEM_A),
+    file('usr/share/ca-certificates/mozilla/B_Upper.crt', PEM_C),
+    file('usr/share/ca-certificates/mozilla/README', 'not a certificate'),
+    { type: 'directory', path: 'usr/local', mode: 0o2775, uid: 0, gid: 50, mtime: 0 },
+  ]);
+  const out = treeOf(await unpackScriptFiles(tree, new Set(['ca-certificates'])));
+  const conf = await text(out.get('etc/ca-certificates.conf'));
+  assert.ok(conf.startsWith('# This file lists certificates that you wish to use or to ignore to be\n'));
+  // C-locale sort: upper case before lower case.
+  assert.ok(conf.endsWith('#\nmozilla/B_Upper.crt\nmozilla/a_Root.crt\nmozilla/b_Root (2020), Ltd.crt\n'), conf);
+  assert.equal(await text(out.get('etc/ssl/certs/ca-certificates.crt')), `${PEM_C}${PEM_A}${PEM_B}\n`);
+  const link = out.get('etc/ssl/certs/b_Root_=2020=__Ltd.pem');
+  assert.ok(link?.type === 'symlink' && link.target === '/usr/share/ca-certificates/mozilla/b_Root (2020), Ltd.crt', JSON.stringify(link));
+  assert.ok(out.has('etc/ssl/certs/a_Root.pem') && out.has('etc/ssl/certs/B_Upper.pem'));
+  assert.equal(out.has('etc/ssl/certs/README.pem'), false);
+  const local = out.get('usr/local/share/ca-certificates');
+  assert.ok(local?.type === 'directory' && local.mode === 0o2775 && local.gid === 50, "the postinst's local directory, with /usr/local's mode and group");
+});
+
+test('base-passwd: /etc/passwd and /etc/group are its masters; nothing when a package already ships them or is not locked', async () => {
+  const masters = [file('usr/share/base-passwd/passwd.master', 'root:x:0:0:root:/root:/bin/bash\n'), file('usr/share/base-passwd/group.master', 'root:x:0:\n')];
+  const out = treeOf(await unpackScriptFiles(treeOf(masters), new Set(['base-passwd'])));
+  assert.equal(await text(out.get('etc/passwd')), 'root:x:0:0:root:/root:/bin/bash\n');
+  assert.equal(await text(out.get('etc/group')), 'root:x:0:\n');
+  assert.equal(out.get('etc/passwd')?.mode, 0o644);
+
+  const shipped = treeOf([...masters, file('etc/passwd', 'mine\n')]);
+  assert.deepEqual((await unpackScriptFiles(shipped, new Set(['base-passwd']))).map((e) => e.path), ['etc/group']);
+  assert.deepEqual(await unpackScriptFiles(treeOf(masters), new Set(['other'])), []);
+  assert.deepEqual(await unpackScriptFiles(treeOf([file('usr/share/ca-certificates/x/a.crt', PEM_A)]), new Set(['base-passwd'])), [], 'ca-certificates not locked');
+});
