@@ -80,6 +80,7 @@ export function resolve(opts: ResolveOptions): Resolution {
 function collectRequests(cache: DepCache, opts: ResolveOptions): Request[] {
   const out: Request[] = [];
   const seen = new Set<string>();
+  const unknown: Array<{ name: string; where: string | undefined; near: string[] }> = [];
   const add = (r: Request): void => {
     if (seen.has(r.name)) return;
     seen.add(r.name);
@@ -110,10 +111,21 @@ function collectRequests(cache: DepCache, opts: ResolveOptions): Request[] {
         hint: 'name one of the providers in apt.packages',
       });
     }
-    const near = nearestNames(want.name, [...cache.packageNames(), ...cache.virtualNames()]);
-    throw new OcibuildError(`unknown package ${want.name}: no index of the configured sources has it`, {
-      where,
-      hint: near.length ? `did you mean ${near.join(', ')}?` : "check the package name and the sources' suites and components",
+    unknown.push({ name: want.name, where, near: nearestNames(want.name, [...cache.packageNames(), ...cache.virtualNames()]) });
+  }
+  // Every unknown name at once, so one round of fixing the spec is enough.
+  if (unknown.length === 1) {
+    const [u] = unknown as [(typeof unknown)[0]];
+    throw new OcibuildError(`unknown package ${u.name}: no index of the configured sources has it`, {
+      where: u.where,
+      hint: u.near.length ? `did you mean ${u.near.join(', ')}?` : "check the package name and the sources' suites and components",
+    });
+  }
+  if (unknown.length > 1) {
+    const guesses = unknown.filter((u) => u.near.length > 0).map((u) => `${u.name}: ${u.near.join(', ')}?`);
+    throw new OcibuildError(`unknown packages ${unknown.map((u) => `${u.name}${u.where ? ` (${u.where})` : ''}`).join(', ')}: no index of the configured sources has them`, {
+      where: unknown[0]!.where,
+      hint: guesses.length ? `did you mean ${guesses.join('; ')}` : "check the package names and the sources' suites and components",
     });
   }
   return out;
@@ -139,12 +151,20 @@ function checkNothingBroken(cache: DepCache, universe: PackageUniverse, requests
   const problems: string[] = [];
   const explain = new Explainer(cache, universe, requests);
   for (const r of requests) {
-    if (!cache.instVer(r.name)) problems.push(explain.uninstallable(r.name, r.name, new Set()));
+    if (!cache.instVer(r.name)) problems.push(explain.uninstallable(r.name, r.name, new Set()) ?? `${r.name} cannot be installed`);
   }
+  // A marked package's dependencies that marking never reached (apt stops at the first
+  // one that fails) are unmet too, though installable: only groups with a real reason
+  // are reported, unless no group has one.
+  const unexplained: string[] = [];
   for (const name of cache.marked().sort()) {
     const ver = cache.instVer(name)!;
     for (const group of [...ver.preDepends, ...ver.depends]) {
-      if (!cache.groupSatisfied(group)) problems.push(explain.group(explain.chainTo(name), group, new Set([name])));
+      if (cache.groupSatisfied(group)) continue;
+      const chain = explain.chainTo(name);
+      const why = explain.group(chain, group, new Set([name]));
+      if (why !== undefined) problems.push(why);
+      else unexplained.push(`${chain} → ${formatOrGroup(group)} is not satisfied`);
     }
     for (const group of [...ver.conflicts, ...ver.breaks]) {
       for (const rel of group) {
@@ -156,6 +176,7 @@ function checkNothingBroken(cache: DepCache, universe: PackageUniverse, requests
       }
     }
   }
+  if (problems.length === 0) problems.push(...unexplained);
   if (problems.length) {
     const unique = [...new Set(problems)];
     throw new OcibuildError(`the requested packages cannot be installed together:\n    ${unique.join('\n    ')}`, {
@@ -173,25 +194,31 @@ class Explainer {
     private readonly requests: Request[],
   ) {}
 
-  /** Follows an unmet or-group down to the first reason nothing in it can be installed. */
-  group(chain: string, group: OrGroup, seen: Set<string>): string {
+  /**
+   * Follows an unmet or-group down to the first reason nothing in it can be installed;
+   * undefined when its candidate has none (it is installable, merely not marked: apt
+   * stopped marking at another dependency), or when the path only comes back to a
+   * package already on it (a dependency cycle such as libc6 ↔ libgcc-s1).
+   */
+  group(chain: string, group: OrGroup, seen: Set<string>): string | undefined {
     // Only versions apt would consider: each package's candidate by pin priority.
-    const next = group
-      .flatMap((rel) => this.offered(rel))
-      .find((v) => !seen.has(v.pkg) && this.cache.policyCandidate(v.pkg) === v);
-    if (!next) return `${chain} → ${formatOrGroup(group)}, but ${this.whyUnsatisfiable(group)}`;
+    const candidates = group.flatMap((rel) => this.offered(rel)).filter((v) => this.cache.policyCandidate(v.pkg) === v);
+    const next = candidates.find((v) => !seen.has(v.pkg));
+    if (!next) return candidates.length > 0 ? undefined : `${chain} → ${formatOrGroup(group)}, but ${this.whyUnsatisfiable(group)}`;
     return this.uninstallable(next.pkg, `${chain} → ${next.pkg}`, seen);
   }
 
-  /** Why a package could not be installed, following its first unsatisfiable dependency. */
-  uninstallable(name: string, chain: string, seen: Set<string>): string {
+  /** Why a package could not be installed, following its unsatisfiable dependencies; undefined when none is found. */
+  uninstallable(name: string, chain: string, seen: Set<string>): string | undefined {
     seen.add(name);
     const recs = this.cache.recordsOf(name);
     const newest = recs.length ? recs.reduce((a, b) => (compareVersions(a.version, b.version) >= 0 ? a : b)) : undefined;
     if (!newest) return `${chain} has no installable version`;
     const ver = this.cache.verFromRecord(newest);
     for (const group of [...ver.preDepends, ...ver.depends]) {
-      if (!this.cache.groupSatisfied(group)) return this.group(chain, group, seen);
+      if (this.cache.groupSatisfied(group)) continue;
+      const why = this.group(chain, group, seen);
+      if (why !== undefined) return why;
     }
     for (const group of [...ver.conflicts, ...ver.breaks]) {
       for (const rel of group) {
@@ -199,7 +226,7 @@ class Explainer {
         if (hit) return `${chain} conflicts with ${formatOrGroup([rel])} (${hit.pkg} ${hit.version})`;
       }
     }
-    return `${chain} cannot be installed`;
+    return undefined;
   }
 
   /** What the indices offer for a relation, whatever the solver discarded. */

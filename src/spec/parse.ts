@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Node, type Scalar } from 'yaml';
 import { OcibuildError, usageError } from '../errors.js';
+import { parseReference } from '../registry/reference.js';
 import { annotationProblem } from './annotations.js';
 import { DEFAULT_PLATFORM, debianArch, formatPlatform, parsePlatform, samePlatform } from './platform.js';
 import { knownReleases, presetRelease, sourcesPreset, type PresetKind } from './presets.js';
@@ -320,8 +321,17 @@ function parseFrom(r: Reader, entry: Entry | undefined, preset: Preset | undefin
     throw usageError('missing key from', `${r.file}:1:1`,
       'add "from: docker.io/library/debian:12" (a registry reference), "from: scratch", or ubuntu_version/debian_version');
   }
-  const ref = r.nonEmptyString(entry.value, 'from', 'write a registry reference such as docker.io/library/debian:12, or scratch').trim();
+  const ref = r.nonEmptyString(entry.value, 'from', 'write a registry reference such as docker.io/library/debian:12, or scratch');
   if (/\s/.test(ref)) r.fail(entry.value, `from: "${ref}" is not an image reference (it contains spaces)`, 'write one reference such as docker.io/library/debian:12');
+  if (ref !== 'scratch') {
+    // Checked here, so the error points at the line (and before any other key's complaint).
+    try {
+      parseReference(ref, 'from');
+    } catch (err) {
+      if (!(err instanceof OcibuildError)) throw err;
+      r.fail(entry.value, `from: ${err.message}`, err.hint ?? 'write a registry reference such as docker.io/library/debian:12, or scratch');
+    }
+  }
   return { ref, node: entry.value };
 }
 

@@ -149,6 +149,42 @@ test('an unknown package names the nearest existing names', () => {
   );
 });
 
+test('several unknown packages are named together, each with its guesses', () => {
+  const u = universe([{ package: 'nginx', version: '1.22' }, { package: 'curl', version: '7' }]);
+  assert.throws(
+    () => resolve({ universe: u, packages: [{ name: 'curl', where: 'image.yaml:4:5' }, { name: 'nginxx', where: 'image.yaml:5:5' }, { name: 'libfoo-nope', where: 'image.yaml:6:5' }] }),
+    (e: unknown) => {
+      assert.ok(e instanceof OcibuildError);
+      assert.match(e.message, /unknown packages nginxx \(image\.yaml:5:5\), libfoo-nope \(image\.yaml:6:5\): no index of the configured sources has them/);
+      assert.match(e.hint ?? '', /nginxx: nginx\?/);
+      assert.equal(e.where, 'image.yaml:5:5');
+      return true;
+    },
+  );
+});
+
+test('an unsatisfiable dependency is the only reason given: installable dependencies marking never reached are not blamed', () => {
+  // As anytun in sid: a missing library, and libc6 / libgcc-s1 (a dependency cycle) that
+  // apt never marked because it stopped at the missing one.
+  const u = universe([
+    { package: 'app', version: '1', depends: 'libmissing (>= 1.83), libc6, libstdc++6' },
+    { package: 'libc6', version: '2.40', depends: 'libgcc-s1' },
+    { package: 'libgcc-s1', version: '14', depends: 'gcc-base, libc6' },
+    { package: 'libstdc++6', version: '14', depends: 'gcc-base, libc6, libgcc-s1' },
+    { package: 'gcc-base', version: '14' },
+  ]);
+  assert.throws(
+    () => resolve({ universe: u, packages: req('app') }),
+    (e: unknown) => {
+      assert.ok(e instanceof OcibuildError);
+      assert.match(e.message, /app → libmissing \(>= 1\.83\), but no package libmissing exists in the configured sources/);
+      assert.doesNotMatch(e.message, /gcc-base|libgcc-s1|cannot be installed$/m);
+      assert.equal(e.message.split('\n').length, 2, e.message);
+      return true;
+    },
+  );
+});
+
 test('an impossible version constraint shows the chain and the newest version', () => {
   const u = universe([
     { package: 'app', version: '1', depends: 'mid' },

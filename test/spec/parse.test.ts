@@ -196,6 +196,10 @@ test('YAML anchors and aliases are followed', () => {
 });
 
 test('malformed YAML reports the parser position', () => {
+  // A bad from: is reported at its line, before apt.sources could be missed for it.
+  fails('# comment\n\napt:\n  packages: [curl]\nfrom: "127.0.0.1:5001/Base:1"\n', /^from: invalid image reference "127\.0\.0\.1:5001\/Base:1": .*lower-case/, '5:7');
+  fails('from: "registry.example.com/app:1 "\n', /contains spaces/, '1:7');
+  fails('from: "base@sha256:abc"\n', /^from: invalid image reference/, '1:7');
   fails('from: debian:12\napt: [curl,\n', /^invalid YAML: /, '3:1');
   fails('from: debian:12\nrun: "unterminated\n', /^invalid YAML: Missing closing/, '3:1');
 });
