@@ -82,11 +82,16 @@ export async function verifyCommand(opts: VerifyCliOptions): Promise<void> {
 /** What to look at first, from the kind of difference found. */
 function mismatchHint(r: VerifyResult): string {
   const comparisons = r.platforms.flatMap((p) => (p.comparison ? [p.comparison] : []));
-  const onlyCompression = comparisons.every((c) => c.layers.every((l) => l.diffIdMatch) && c.config.match);
-  if (comparisons.length > 0 && onlyCompression && r.shape === undefined) {
-    return 'the layers hold the same files: only their compression differs (use the same tool and level, or compare diffIds)';
+  const sameFiles = comparisons.length > 0 && r.shape === undefined && comparisons.every((c) => c.layers.every((l) => l.diffIdMatch) && c.config.match);
+  if (sameFiles && comparisons.every((c) => c.layers.every((l) => l.digestMatch))) {
+    return 'the layers and configs are identical: only the manifest (or index) differs, in the members named above, e.g. an annotation such as base.name, source or revision';
   }
+  if (sameFiles) return 'the layers hold the same files: only their compression differs (use the same tool and level, or compare diffIds)';
   const created = comparisons.some((c) => c.config.diff?.differences.some((d) => d.path === 'created'));
   if (created) return 'the dates differ: give verify the --source-date-epoch (or $SOURCE_DATE_EPOCH) the reference was built with';
+  const differing = comparisons.flatMap((c) => c.layers.filter((l) => !l.diffIdMatch));
+  if (differing.length > 0 && differing.every((l) => l.createdBy.startsWith('ocibuild apt install (dpkg)'))) {
+    return 'the differences above name the files; in a dpkg layer, maintainer scripts that generate keys or certificates (ssh host keys, ssl-cert snakeoil, a Java keystore) are the usual cause: remove or regenerate them in a RUN line';
+  }
   return 'the differences above name the layer and the files; a RUN step writing dates, random data or downloads is the usual cause';
 }

@@ -173,6 +173,14 @@ test('--against a layout built earlier passes; the same layout recompressed with
   assert.doesNotMatch(r.stdout, /path(s)? differ/);
   assert.match(r.stdout, /^ {2}layers\[0\]\.digest: /m);
   assert.match(r.stderr, /hint: the layers hold the same files: only their compression differs/);
+
+  // Same layers and config, one more annotation on the reference: the manifest alone differs.
+  const annotated = path.join(dir, 'annotated');
+  assert.equal((await build(dir, ['-o', `oci:${annotated}:v1`, '--annotation', 'org.example.note=1'])).code, 0);
+  const a = await verify(dir, ['--against', `oci:${annotated}:v1`]);
+  assert.equal(a.code, 1, `${a.stdout}\n${a.stderr}`);
+  assert.match(a.stdout, /^ {2}annotations\["org\.example\.note"\]: \(absent\) vs "1"$/m);
+  assert.match(a.stderr, /hint: the layers and configs are identical: only the manifest \(or index\) differs/);
   assert.deepEqual(await leftovers(), []);
 });
 
