@@ -88,6 +88,7 @@ export async function runLayer(o: RunLayerOptions): Promise<CachedLayer> {
       lowers: [rootfs.path],
       dir: path.join(dir, 'step'),
       run: o.run.commands,
+      ...(o.run.commandWheres ? { lineWheres: o.run.commandWheres } : {}),
       config: o.config,
       env: o.run.env,
       ...(o.run.user !== undefined ? { user: o.run.user } : {}),

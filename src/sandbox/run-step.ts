@@ -61,6 +61,8 @@ export interface RunStepOptions {
   hosts?: boolean;
   /** The shell lines; one script, stopped by the first failing line. */
   run: string[];
+  /** Where each of `run` was written ("image.yaml:12:5"), for the failing line's message. */
+  lineWheres?: string[];
   config?: RunConfig;
   /** Per-step overrides of the image config. */
   env?: Record<string, string>;
@@ -110,10 +112,13 @@ export class StepFailedError extends OcibuildError {
     readonly termSignal: string | undefined,
     readonly outputTail: string[],
     where: string | undefined,
+    /** The failing line (0-based) and the number of lines, when the shell said which. */
+    line?: { index: number; of: number },
   ) {
     const how = stepExitCode !== undefined ? `exit code ${stepExitCode}` : `signal ${termSignal ?? 'unknown'}`;
     const tail = outputTail.length > 0 ? `; its last output:\n${outputTail.map((l) => `  | ${l}`).join('\n')}` : ' with no output';
-    super(`RUN failed with ${how}${tail}`, { where, hint: 'the first failing line stops the step (sh -c with set -e)' });
+    const which = line && line.of > 1 ? ` line ${line.index + 1} of ${line.of}` : '';
+    super(`RUN${which} failed with ${how}${tail}`, { where, hint: 'the first failing line stops the step (sh -c with set -e)' });
     this.name = 'StepFailedError';
   }
 }
@@ -128,7 +133,31 @@ const HOST_RESOLV_CONF = '/etc/resolv.conf';
  * umask runc gives a container (the caller's own would leak into file modes).
  */
 export function stepScript(lines: string[]): string {
-  return ['set -e', 'umask 0022', ...lines].join('\n');
+  // The preamble shares the first line, so the shell's line numbers in its messages
+  // ("sh: 2: useradd: not found") count the spec's lines.
+  if (lines.length === 0) return 'set -e; umask 0022';
+  return [`set -e; umask 0022; ${lines[0]}`, ...lines.slice(1)].join('\n');
+}
+
+/**
+ * Which of `lines` failed, from the shell's own message in the output's tail (dash and
+ * bash name the script line: "sh: 3: …", "bash: line 3: …"); undefined when it does
+ * not say (a command that only exits non-zero).
+ */
+export function failedLine(lines: readonly string[], tail: readonly string[]): number | undefined {
+  let scriptLine: number | undefined;
+  for (const t of tail) {
+    const m = /^(?:\/(?:usr\/)?bin\/)?(?:sh|dash|bash|ash): (?:line )?(\d+): /.exec(t);
+    if (m) scriptLine = Number(m[1]);
+  }
+  if (scriptLine === undefined) return undefined;
+  let first = 1;
+  for (const [i, line] of lines.entries()) {
+    const count = line.split('\n').length;
+    if (scriptLine < first + count) return i;
+    first += count;
+  }
+  return undefined;
 }
 
 /** The step's complete environment, in a stable order. */
@@ -302,7 +331,11 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
   if (result.spawnError) {
     throw new OcibuildError(`the ${choice.kind} sandbox could not start: ${result.spawnError.message}`, { where: o.where, cause: result.spawnError });
   }
-  if (result.exitCode !== 0) throw new StepFailedError(result.exitCode, result.termSignal, result.tail, o.where);
+  if (result.exitCode !== 0) {
+    const index = failedLine(o.run, result.tail);
+    const line = index !== undefined ? { index, of: o.run.length } : undefined;
+    throw new StepFailedError(result.exitCode, result.termSignal, result.tail, (index !== undefined ? o.lineWheres?.[index] : undefined) ?? o.where, line);
+  }
   if (run.whiteouts === 'wh-files') o.warn?.(`${o.dir} refuses whiteout devices (it is on overlayfs?): deletions are written as .wh.NAME files`);
   return {
     upper,

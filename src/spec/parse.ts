@@ -569,14 +569,16 @@ function parseRun(r: Reader, entry: Entry | undefined, networkEntry: Entry | und
   const node = entry.value;
   const where = r.where(entry.key);
   const example = 'run: ["useradd --system app"]';
-  if (isScalar(node) && typeof node.value === 'string') return nonEmptyRun({ commands: [node.value], network, env: {}, secrets: [], caches: [], where });
-  if (!isMap(node)) return nonEmptyRun({ commands: r.stringList(node, 'run', 'commands', example), network, env: {}, secrets: [], caches: [], where });
+  if (isScalar(node) && typeof node.value === 'string') return nonEmptyRun({ commands: [node.value], network, env: {}, secrets: [], caches: [], where, commandWheres: [r.where(node)] });
+  if (!isMap(node)) {
+    return nonEmptyRun({ commands: r.stringList(node, 'run', 'commands', example), network, env: {}, secrets: [], caches: [], where, commandWheres: itemWheres(r, node) });
+  }
   const m = r.map(node, 'run', RUN_KEYS, RUN_MOVED);
   const commandsEntry = m.get('commands');
   if (!commandsEntry) r.fail(node, 'run: missing key commands', 'add commands: ["useradd --system app"] (the lines run by /bin/sh -c with set -e)');
   const cmdNode = commandsEntry.value;
   const commands = isScalar(cmdNode) && typeof cmdNode.value === 'string' ? [cmdNode.value] : r.stringList(cmdNode, 'run.commands', 'commands', example);
-  const run: RunSection = { commands, network, env: {}, secrets: [], caches: [], where };
+  const run: RunSection = { commands, network, env: {}, secrets: [], caches: [], where, commandWheres: isSeq(cmdNode) ? itemWheres(r, cmdNode) : [r.where(cmdNode)] };
   const net = m.get('network');
   if (net) run.network = r.boolean(net.value, 'run.network');
   const user = m.get('user');
@@ -598,6 +600,11 @@ function parseRun(r: Reader, entry: Entry | undefined, networkEntry: Entry | und
   const cache = m.get('cache');
   if (cache) run.caches = parseCaches(r, cache.value);
   return nonEmptyRun(run);
+}
+
+/** Where each item of a (checked) list is. */
+function itemWheres(r: Reader, node: Node | null): string[] {
+  return isSeq(node) ? node.items.map((item) => r.where(item as Node)) : [];
 }
 
 /** A `run:` without commands is no step at all. */

@@ -78,6 +78,8 @@ export interface RunSection {
   caches: RunCache[];
   /** Where `run:` is, for messages ("image.yaml:12:1"). */
   where: string;
+  /** Where each command is, when read from a file. */
+  commandWheres?: string[];
 }
 
 export interface ImageConfigSpec {

@@ -12,7 +12,7 @@ import { isPropagateNoise, nspawnArgs } from '../../src/sandbox/nspawn.js';
 import { commonParent, overlayMountData } from '../../src/sandbox/overlay.js';
 import { LineTail } from '../../src/sandbox/process.js';
 import { resolveInRoot } from '../../src/sandbox/rootpath.js';
-import { DEFAULT_PATH, stepEnv, stepScript } from '../../src/sandbox/run-step.js';
+import { DEFAULT_PATH, failedLine, stepEnv, stepScript } from '../../src/sandbox/run-step.js';
 import type { SandboxSpec } from '../../src/sandbox/spec.js';
 import { parseLdd } from '../../src/sandbox/uid-helper.js';
 import { resolveUser } from '../../src/sandbox/user.js';
@@ -73,8 +73,19 @@ test('stepEnv: config Env, then the step, PATH and HOME defaults, SOURCE_DATE_EP
   assert.throws(() => stepEnv(undefined, { 'A=B': 'x' }, '/', 1), OcibuildError);
 });
 
-test('stepScript: one script, set -e and a fixed umask first', () => {
-  assert.equal(stepScript(['apt-get update', 'if true; then', '  echo x', 'fi']), 'set -e\numask 0022\napt-get update\nif true; then\n  echo x\nfi');
+test('stepScript: one script, set -e and a fixed umask first, on the first line (the shell\'s line numbers are the spec\'s)', () => {
+  assert.equal(stepScript(['apt-get update', 'if true; then', '  echo x', 'fi']), 'set -e; umask 0022; apt-get update\nif true; then\n  echo x\nfi');
+  assert.equal(stepScript([]), 'set -e; umask 0022');
+});
+
+test('failedLine: the line the shell names, multi-line commands counted', () => {
+  const lines = ['echo a', 'if true; then\n  nosuch\nfi', 'useradd app'];
+  assert.equal(failedLine(lines, ['a', 'sh: 5: useradd: not found']), 2);
+  assert.equal(failedLine(lines, ['sh: 4: Syntax error: end of file unexpected']), 1);
+  assert.equal(failedLine(lines, ['/bin/sh: 3: nosuch: not found']), 1);
+  assert.equal(failedLine(lines, ['bash: line 1: x: command not found']), 0);
+  assert.equal(failedLine(lines, ['make: *** [all] Error 1']), undefined, 'a command that only exits non-zero');
+  assert.equal(failedLine(lines, ['sh: 9: beyond the script']), undefined);
 });
 
 test('overlayMountData: paths relative to the holder directory, the plain-diff options, userxattr without root', () => {
