@@ -295,16 +295,24 @@ function planIndices(source: AptSource, suite: string, release: ReleaseFile, arc
     for (const a of arches) {
       const found = findIndex(release, component, a);
       if (found === undefined) {
-        const listed = [...release.sha256.keys()]
-          .map((p) => /^(.+\/binary-[^/]+)\/Packages(\.xz|\.gz)?$/.exec(p)?.[1])
-          .filter((p): p is string => p !== undefined);
-        const uniq = [...new Set(listed)];
+        // Component → architectures with a Packages index (debian-installer's indices aside).
+        const indices = new Map<string, Set<string>>();
+        for (const p of release.sha256.keys()) {
+          const m = /^(.+)\/binary-([^/]+)\/Packages(\.xz|\.gz)?$/.exec(p);
+          if (!m || m[1]!.includes('/debian-installer')) continue;
+          if (!indices.has(m[1]!)) indices.set(m[1]!, new Set());
+          indices.get(m[1]!)!.add(m[2]!);
+        }
+        const components = release.components.length > 0 ? release.components : [...indices.keys()];
+        const archs = indices.get(component);
         throw new OcibuildError(`suite ${suite} has no Packages index for component ${component}, architecture ${a}`, {
           where: `${base}/Release`,
           hint:
-            uniq.length > 0
-              ? `the Release lists: ${uniq.join(', ')}`
-              : `the Release lists no Packages indices (components: ${release.components.join(' ') || 'none'})`,
+            archs !== undefined
+              ? `component ${component} has indices for: ${[...archs].sort().join(', ')}`
+              : components.length > 0
+                ? `the suite's components are: ${components.join(', ')}`
+                : 'the Release lists no Packages indices',
         });
       }
       const file = (f: { path: string; entry: ReleaseEntry; compression: Compression }): IndexFile => ({

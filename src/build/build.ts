@@ -165,6 +165,10 @@ async function buildChecked(
   const compression = opts.compression ?? 'gzip';
   const explicitSde = opts.sourceDateEpoch ?? envEpoch();
 
+  // Every platform's programs must be runnable (dpkg, RUN lines) before any is built.
+  const runsPrograms = spec.run !== undefined || (spec.apt !== undefined && spec.apt.packages.length > 0 && spec.apt.install === 'dpkg');
+  if (runsPrograms) for (const p of platforms) await checkCanRun(p, spec.run && spec.apt?.install !== 'dpkg' ? spec.run.where : spec.path);
+
   // Every platform's lock first: a missing or stale one fails before anything is fetched.
   const locks = spec.apt && spec.apt.packages.length > 0 ? await lockEntries(spec, platforms, opts, baseImages) : platforms.map(() => []);
 

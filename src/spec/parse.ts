@@ -528,7 +528,7 @@ function parseSources(r: Reader, node: Node | null, dir: string): AptSource[] {
       // Index URLs are built as url + "/dists/…": a trailing slash would double it.
       url: url.replace(/\/+$/, ''),
       suites,
-      components: nonEmptyNames(r, m, item, label, 'components', '[main, contrib]'),
+      components: nonEmptyNames(r, m, item, label, 'components', '[main]'),
     };
     const keyring = m.get('keyring');
     if (keyring) {

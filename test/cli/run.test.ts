@@ -208,6 +208,16 @@ test('a failing RUN line fails the build with its exit code and output, and writ
   assert.deepEqual(await leftovers(r.store), []);
 });
 
+test('a platform whose programs cannot run here fails before anything is locked or built', async () => {
+  const dir = await specDir('foreign', runSpec(yamlList('run', ['echo hi'])));
+  // s390x: no binfmt_misc handler on the test machines (none is registered by the tests).
+  const r = await build(dir, ['--platform', 'linux/amd64,linux/s390x']);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /cannot run linux\/s390x programs on this amd64 host: no binfmt_misc handler for s390x \(qemu-s390x\)/);
+  assert.match(r.stderr, /hint: install qemu-user-static/);
+  assert.doesNotMatch(r.stderr, /resolving|running \d+ RUN line/, 'the amd64 image is not built first');
+});
+
 test('containment: no host files, no network unless asked, nothing left on the host; /etc/hosts names the sandbox', async () => {
   const hostFile = path.join(tmp, 'host-only-file');
   await writeFile(hostFile, 'host\n');
