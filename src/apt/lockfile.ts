@@ -48,6 +48,8 @@ export interface Lockfile {
   entries: LockEntry[];
   /** Header lines kept for people (sources, request); not needed to build. */
   requested: string[];
+  /** The base image's dpkg status digest the lock was resolved against (header Base-Status-Digest). */
+  installedDigest?: string;
 }
 
 /** sha256 over a canonical JSON form of the inputs; line endings and key order cannot change it. */
@@ -65,12 +67,23 @@ export function inputsDigest(inputs: LockInputs): string {
   return 'sha256:' + createHash('sha256').update(JSON.stringify(canonical)).digest('hex');
 }
 
+/** Why a lock whose Inputs-Digest is not `inputs`' is stale, for messages. */
+export function staleReason(lock: Lockfile, inputs: LockInputs): string {
+  if (inputs.installedDigest === undefined) return "the spec's apt inputs changed since it was written";
+  if (lock.installedDigest === undefined) return "the spec's apt inputs or the base image's installed packages changed since it was written";
+  if (lock.installedDigest !== inputs.installedDigest && inputsDigest({ ...inputs, installedDigest: lock.installedDigest }) === lock.inputsDigest) {
+    return "the base image's installed packages (its dpkg status) changed since it was written: the base reference now names another image";
+  }
+  return "the spec's apt inputs changed since it was written";
+}
+
 export function formatLockfile(lock: Lockfile, inputs: LockInputs): string {
   const header: Array<[string, string]> = [
     ['Lock-Format', String(lock.format)],
     ['Generated-By', 'ocibuild lock (do not edit; run ocibuild lock to update)'],
     ['Architecture', lock.arch],
     ['Inputs-Digest', lock.inputsDigest],
+    ...(inputs.installedDigest !== undefined ? ([['Base-Status-Digest', inputs.installedDigest]] as Array<[string, string]>) : []),
     ['Requested', lock.requested.length ? lock.requested.join(', ') : '(none)'],
     ['Install', inputs.install + (inputs.essential ? ' (with Essential: yes packages)' : '')],
     ['Recommends', inputs.recommends ? 'yes' : 'no'],
@@ -161,6 +174,7 @@ export function parseLockfile(text: string, where: string): Lockfile {
     arch: get(head, 'Architecture'),
     requested: (head.fields.get('requested') ?? '').split(',').map((x) => x.trim()).filter((x) => x && x !== '(none)'),
     entries,
+    ...(head.fields.get('base-status-digest') ? { installedDigest: head.fields.get('base-status-digest')! } : {}),
   };
 }
 

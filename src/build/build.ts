@@ -22,7 +22,7 @@ import { checkCanRun } from './platform-exec.js';
 import { debianArch, formatPlatform, samePlatform } from '../spec/platform.js';
 import { annotationProblem, revisionProblem, sourceProblem } from '../spec/annotations.js';
 import type { Store } from '../store/store.js';
-import { parseLockfile, inputsDigest, type LockEntry } from '../apt/lockfile.js';
+import { parseLockfile, inputsDigest, staleReason, type LockEntry } from '../apt/lockfile.js';
 import { fetchDebs, type FetchedDeb } from '../store/fetch-debs.js';
 import type { LayerEntry } from '../layer/entry.js';
 import { bytesContent, fileContent } from '../layer/content.js';
@@ -491,11 +491,14 @@ async function resolveAnnotations(spec: ImageSpec, opts: BuildOptions): Promise<
 async function lockEntries(spec: ImageSpec, platforms: Platform[], opts: BuildOptions, bases: Array<BaseImage | undefined>): Promise<LockEntry[][]> {
   checkLockfilePaths(spec, platforms);
   const statusOf = (platform: Platform): { text: string; where: string } | undefined => bases[platforms.findIndex((p) => samePlatform(p, platform))]?.dpkgStatus;
-  const read = async (platform: Platform): Promise<{ file: string; text?: string; fresh: boolean }> => {
+  const read = async (platform: Platform): Promise<{ file: string; text?: string; fresh: boolean; stale?: string }> => {
     const file = lockfilePath(spec, platform);
-    const digest = inputsDigest(lockInputs(spec, platform, statusOf(platform)));
+    const inputs = lockInputs(spec, platform, statusOf(platform));
+    const digest = inputsDigest(inputs);
     const text = await readFile(file, 'utf8').catch(() => undefined);
-    return text === undefined ? { file, fresh: false } : { file, text, fresh: parseLockfile(text, file).inputsDigest === digest };
+    if (text === undefined) return { file, fresh: false };
+    const lock = parseLockfile(text, file);
+    return lock.inputsDigest === digest ? { file, text, fresh: true } : { file, text, fresh: false, stale: staleReason(lock, inputs) };
   };
   let states = await Promise.all(platforms.map(read));
   const stale = platforms.filter((_, i) => !states[i]!.fresh);
@@ -505,7 +508,7 @@ async function lockEntries(spec: ImageSpec, platforms: Platform[], opts: BuildOp
       const first = states[i]!;
       const which = platforms.length > 1 ? ` for ${formatPlatform(platforms[i]!)}` : '';
       const others = stale.length > 1 ? ` (also missing or stale: ${stale.slice(1).map(formatPlatform).join(', ')})` : '';
-      throw new OcibuildError(first.text === undefined ? `no lockfile${which}` : `the lockfile${which} is stale: the spec's apt inputs changed`, {
+      throw new OcibuildError(first.text === undefined ? `no lockfile${which}` : `the lockfile${which} is stale: ${first.stale ?? "the spec's apt inputs changed"}`, {
         where: first.file,
         hint: `run ocibuild lock and commit the lockfile${stale.length > 1 ? 's' : ''}, or build without --locked${others}`,
       });

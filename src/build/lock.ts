@@ -13,7 +13,7 @@ import { sourcesForPlatform } from '../spec/presets.js';
 import type { Store } from '../store/store.js';
 import { loadUniverse } from '../apt/repository.js';
 import { resolve } from '../apt/resolve.js';
-import { formatLockfile, inputsDigest, parseLockfile, LOCK_FORMAT, type LockEntry, type LockInputs } from '../apt/lockfile.js';
+import { formatLockfile, inputsDigest, parseLockfile, staleReason, LOCK_FORMAT, type LockEntry, type LockInputs } from '../apt/lockfile.js';
 import { parseDpkgStatus } from '../apt/dpkg-status.js';
 import type { InstalledPackage } from '../apt/types.js';
 
@@ -131,7 +131,7 @@ export async function lockImage(spec: ImageSpec, opts: LockOptions): Promise<Loc
     const inputs = lockInputs(spec, platform, baseStatus);
     const digest = inputsDigest(inputs);
     if (opts.check) {
-      results.push(await checkLock(target, digest, platform));
+      results.push(await checkLock(target, digest, inputs, platform));
       continue;
     }
     const arch = inputs.arch;
@@ -179,7 +179,7 @@ export async function lockImage(spec: ImageSpec, opts: LockOptions): Promise<Loc
   return results;
 }
 
-async function checkLock(target: string, digest: string, platform: Platform): Promise<LockResult> {
+async function checkLock(target: string, digest: string, inputs: LockInputs, platform: Platform): Promise<LockResult> {
   let text: string;
   try {
     text = await readFile(target, 'utf8');
@@ -188,7 +188,7 @@ async function checkLock(target: string, digest: string, platform: Platform): Pr
   }
   const lock = parseLockfile(text, target);
   if (lock.inputsDigest !== digest) {
-    throw new OcibuildError('the lockfile is stale: the spec\'s apt inputs changed since it was written', {
+    throw new OcibuildError(`the lockfile is stale: ${staleReason(lock, inputs)}`, {
       where: target,
       hint: 'run ocibuild lock to update it and commit the result',
     });

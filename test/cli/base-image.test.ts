@@ -210,6 +210,29 @@ test('from: a Docker schema2 base: its layers keep bytes and digests, listed und
   await run('skopeo', ['copy', '-q', `oci:${out}:app`, `docker-archive:${path.join(appDir, 'app.tar')}:team/app:1`]);
 });
 
+test('a base tag moved to another image: the lock is stale, and the message says the base changed, not the spec', async () => {
+  const cache = path.join(tmp, 'cache-moved');
+  const baseRef = `${reg.host}/library/moving:1`;
+  const push = async (pkgs: string[]): Promise<void> => {
+    const dir = await specDir('moving-base', specText('scratch', pkgs, ['  cmd: [/bin/sh]']));
+    const b = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--push', baseRef, '--cache-dir', cache, '-q'], env);
+    assert.equal(b.code, 0, b.stderr);
+  };
+  await push(['base-tool']);
+  const appDir = await specDir('moving-app', specText(baseRef, ['app'], ['  entrypoint: [/usr/bin/app]']));
+  const lock = await ocibuild(['lock', '-f', path.join(appDir, 'image.yaml'), '--cache-dir', cache, '-q'], env);
+  assert.equal(lock.code, 0, lock.stderr);
+  assert.match(await readFile(path.join(appDir, 'Packages-stable-amd64.lock'), 'utf8'), /^Base-Status-Digest: sha256:[0-9a-f]{64}$/m);
+
+  await push(['base-tool', 'app-data']);
+  const check = await ocibuild(['lock', '--check', '-f', path.join(appDir, 'image.yaml'), '--cache-dir', cache], env);
+  assert.equal(check.code, 1, check.stderr);
+  assert.match(check.stderr, /the lockfile is stale: the base image's installed packages \(its dpkg status\) changed/);
+  const locked = await ocibuild(['build', '--locked', '-f', path.join(appDir, 'image.yaml'), '-o', `oci:${path.join(appDir, 'out')}`, '--cache-dir', cache], env);
+  assert.equal(locked.code, 1, locked.stderr);
+  assert.match(locked.stderr, /is stale: the base image's installed packages/);
+});
+
 test('from: an image that is not there: a clear error and nothing written', async () => {
   const dir = await specDir('missing', specText(`${reg.host}/nope/base:1`, ['app'], ['  cmd: [/bin/sh]']));
   const out = path.join(dir, 'out');
