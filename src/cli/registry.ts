@@ -78,6 +78,10 @@ export interface PushCliOptions extends RegistryCliOptions {
 }
 
 export async function pushCommand(source: string, references: string, opts: PushCliOptions): Promise<void> {
+  const transport = /^(oci-archive|docker-archive|docker-daemon|docker|dir|containers-storage):/.exec(source)?.[1];
+  if (transport !== undefined) {
+    throw usageError(`push reads an OCI image layout, not ${transport}: (${source})`, 'push', 'give oci:DIR[:TAG]; for an archive, build or pull to an oci: layout first');
+  }
   const refs = parsePushReferences([references], 'push');
   const { dir, tag } = parseLayoutRef(source);
   const target = await readLayoutImage(dir, tag);

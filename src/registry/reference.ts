@@ -58,6 +58,10 @@ export function parseReference(text: string, where?: string): ImageReference {
   if (text === '') throw fail('it is empty');
   const bad = /[\s\x00-\x1f\x7f]/.exec(text);
   if (bad) throw fail(`it contains ${bad[0] === ' ' ? 'a space' : 'a control or whitespace character'}`);
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
+  if (scheme) {
+    throw fail(`${scheme[1]}:// is a transport or URL prefix, not part of a reference`, `write it without the prefix, e.g. ${JSON.stringify(text.slice(scheme[0].length) || 'registry.example.com/app:1')}`);
+  }
   if (IMAGE_ID.test(text)) {
     throw fail('a 64-hex-digit name looks like an image ID, not a repository',
       'to pin a digest write repository@sha256:<64 hex digits>, e.g. "ubuntu@sha256:…"');

@@ -301,6 +301,10 @@ test('ocibuild pull writes an OCI layout; an unknown tag and a wrong platform ar
   const refused = await ocibuild(['pull', `127.0.0.1:1/x:1`, '-o', `oci:${await freshDir('o4')}`, '--cache-dir', cache], { env: { ...creds.env } });
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /cannot reach the registry/);
+  // push takes an OCI layout only: another transport is a usage error, before any request.
+  const wrongSource = await ocibuild(['push', `oci-archive:${join(out, 'x.tar')}:v1`, `${reg.host}/cli/app:9`], { env: creds.env });
+  assert.equal(wrongSource.code, 2, wrongSource.stderr);
+  assert.match(wrongSource.stderr, /push reads an OCI image layout, not oci-archive:/);
   // A host name that does not resolve (.invalid never does): an error naming it, not a crash.
   const unknown = await ocibuild(['pull', 'nonexistent.invalid/x:1', '-o', `oci:${await freshDir('o5')}`, '--cache-dir', cache], { env: { ...creds.env } });
   assert.equal(unknown.code, 1, unknown.stderr);

@@ -120,6 +120,8 @@ const INVALID: Array<[string, RegExp]> = [
   ['[::g]:5000/a', /not an IPv6 address/],
   ['[::1]x/a', /unexpected "x"/],
   [':5000/a', /host name is empty/],
+  ['docker://127.0.0.1:5000/base:1', /docker:\/\/ is a transport or URL prefix, not part of a reference/],
+  ['https://ghcr.io/a/b', /https:\/\/ is a transport or URL prefix/],
   ['ghcr.io/' + 'a'.repeat(250), /characters long, more than the 255 allowed/],
   // the 255 limit counts the normalized name: docker.io/library/ + 238 = 256
   ['b'.repeat(238), /more than the 255 allowed/],
