@@ -63,6 +63,8 @@ export interface TransportOptions extends AuthOptions {
 }
 
 const MAX_REDIRECTS = 5;
+/** Retry lines logged per registry; later retries happen silently. */
+const MAX_RETRY_LINES = 4;
 const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
 /** Registry timeouts: a large PATCH or PUT may wait long for its answer while the registry stores it. */
@@ -75,6 +77,7 @@ export class RegistryTransport {
   private readonly retries: number;
   private readonly backoffMs: number;
   private readonly http: HttpSettings;
+  private retriesLogged = 0;
 
   constructor(
     registry: string,
@@ -199,7 +202,10 @@ export class RegistryTransport {
     const seconds = retryAfter !== undefined && /^\d+$/.test(retryAfter) ? Number(retryAfter) : undefined;
     // Retry-After is honoured up to a minute; a longer one is a registry asking us to give up.
     if (seconds !== undefined) wait = Math.max(wait, Math.min(seconds, 60) * 1000);
-    this.opts.log?.(`retrying in ${wait} ms: ${why}`);
+    // Parallel blob requests to a registry that is down all retry: the first few say why.
+    this.retriesLogged++;
+    if (this.retriesLogged <= MAX_RETRY_LINES) this.opts.log?.(`retrying in ${wait} ms: ${why}`);
+    else if (this.retriesLogged === MAX_RETRY_LINES + 1) this.opts.log?.(`(more retries to ${this.registry} are not shown)`);
     await delay(wait, undefined, this.opts.signal ? { signal: this.opts.signal } : {});
   }
 }

@@ -48,6 +48,8 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', fail);
     child.on('close', (code) => ok({ code: code ?? -1, stdout, stderr }));
+    // A command that exits without reading its input (a usage error) closes the pipe first.
+    child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
   });
 }
@@ -301,6 +303,8 @@ test('ocibuild pull writes an OCI layout; an unknown tag and a wrong platform ar
   const refused = await ocibuild(['pull', `127.0.0.1:1/x:1`, '-o', `oci:${await freshDir('o4')}`, '--cache-dir', cache], { env: { ...creds.env } });
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /cannot reach the registry/);
+  assert.ok((refused.stderr.match(/^retrying /gm) ?? []).length <= 4, refused.stderr);
+  assert.match(refused.stderr, /^\(more retries to 127\.0\.0\.1:1 are not shown\)$/m);
   // push takes an OCI layout only: another transport is a usage error, before any request.
   const wrongSource = await ocibuild(['push', `oci-archive:${join(out, 'x.tar')}:v1`, `${reg.host}/cli/app:9`], { env: creds.env });
   assert.equal(wrongSource.code, 2, wrongSource.stderr);

@@ -17,7 +17,11 @@ export function ocibuild(args: string[], env: NodeJS.ProcessEnv = {}, input?: st
 export function run(command: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    if (input !== undefined) child.stdin!.end(input);
+    if (input !== undefined) {
+      // A command that exits without reading its input (a usage error) closes the pipe first.
+      child.stdin!.on('error', () => {});
+      child.stdin!.end(input);
+    }
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d));
