@@ -373,7 +373,7 @@ async function unpackLayer(
   const states = hasApt ? extendedStates(p.entries, new Set(), p.arch, p.base?.aptExtendedStates) : undefined;
   const createdBy = `ocibuild apt install (unpack): ${spec.apt!.packages.map((x) => x.name).join(' ')} (${p.entries.length} packages)`;
   const list = p.base === undefined && p.entries.some((e) => e.package === 'apt') ? imageSourcesList(spec, p.log) : undefined;
-  const key = stepKey('apt-unpack-v3', {
+  const key = stepKey('apt-unpack-v4', {
     ...(list !== undefined ? { sourcesList: list } : {}),
     debs: p.entries.map((e) => e.sha256),
     arch: p.arch,

@@ -9,10 +9,9 @@
  * - ca-certificates' postinst and update-ca-certificates: /etc/ca-certificates.conf
  *   listing every certificate (all enabled, as debconf's default answer), the bundle
  *   /etc/ssl/certs/ca-certificates.crt (what OpenSSL's default CA file, curl, Python,
- *   Go and the JDK's tools read) and the /etc/ssl/certs/NAME.pem links. Not the
- *   OpenSSL subject-hash links `openssl rehash` adds, as Google's distroless images
- *   do not have them either: a client that only searches a CA directory by hash
- *   needs `install: dpkg` or `update-ca-certificates` in a RUN line.
+ *   Go and the JDK's tools read), the /etc/ssl/certs/NAME.pem links and the
+ *   `HASH.N` links `openssl rehash` adds for clients that search the directory
+ *   (x509-hash.ts computes OpenSSL's subject hash).
  *
  * A later `update-ca-certificates` (in a RUN line, after adding a certificate under
  * /usr/local/share/ca-certificates) finds the configuration it expects.
@@ -20,6 +19,7 @@
 import { buffer } from 'node:stream/consumers';
 import { bytesContent } from '../layer/content.js';
 import type { LayerEntry } from '../layer/entry.js';
+import { certificateFingerprint, subjectHash } from './x509-hash.js';
 
 const CA_DIR = 'usr/share/ca-certificates';
 
@@ -61,14 +61,35 @@ async function caCertificates(tree: ReadonlyMap<string, LayerEntry>): Promise<La
   // update-ca-certificates: each certificate in the configuration's order, each ending
   // in a newline (`sed -e '$a\'`), and a link NAME.pem to it.
   const parts: Buffer[] = [];
+  const pems: Array<{ name: string; data: Buffer }> = [];
   for (const c of certs) {
     const pem = await bytesOf(c.entry);
     parts.push(pem);
     if (pem.length > 0 && pem[pem.length - 1] !== 0x0a) parts.push(Buffer.from('\n'));
     const base = c.name.slice(c.name.lastIndexOf('/') + 1, -'.crt'.length).replace(/ /g, '_').replace(/[()]/g, '=').replace(/,/g, '_');
     out.push({ type: 'symlink', path: `etc/ssl/certs/${base}.pem`, target: `/${c.entry.path}`, mode: 0o777, uid: 0, gid: 0, mtime: 0 });
+    pems.push({ name: `${base}.pem`, data: pem });
   }
   out.push(fileEntry('etc/ssl/certs/ca-certificates.crt', Buffer.concat(parts)));
+  // openssl rehash: the directory's certificates in name order, HASH.0, HASH.1… per
+  // subject hash, a duplicate of one already linked skipped; anything that is not one
+  // certificate (the bundle) left out.
+  const buckets = new Map<string, Set<string>>();
+  for (const p of pems.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)))) {
+    let hash: string;
+    let fingerprint: string;
+    try {
+      hash = subjectHash(p.data);
+      fingerprint = certificateFingerprint(p.data);
+    } catch {
+      continue; // not a certificate openssl would link either
+    }
+    const seen = buckets.get(hash) ?? new Set<string>();
+    buckets.set(hash, seen);
+    if (seen.has(fingerprint)) continue;
+    out.push({ type: 'symlink', path: `etc/ssl/certs/${hash}.${seen.size}`, target: p.name, mode: 0o777, uid: 0, gid: 0, mtime: 0 });
+    seen.add(fingerprint);
+  }
   // The postinst's directory for local certificates, with /usr/local's mode and group.
   if (!tree.has('usr/local/share/ca-certificates')) {
     const local = tree.get('usr/local');

@@ -3,6 +3,10 @@
 // dpkg install is checked live (test/live/dpkg-bootstrap.live.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { bytesContent } from '../../src/layer/content.js';
 import type { LayerEntry } from '../../src/layer/entry.js';
 import { unpackScriptFiles } from '../../src/build/unpack-scripts.js';
@@ -58,4 +62,32 @@ test('base-passwd: /etc/passwd and /etc/group are its masters; nothing when a pa
   assert.deepEqual((await unpackScriptFiles(shipped, new Set(['base-passwd']))).map((e) => e.path), ['etc/group']);
   assert.deepEqual(await unpackScriptFiles(treeOf(masters), new Set(['other'])), []);
   assert.deepEqual(await unpackScriptFiles(treeOf([file('usr/share/ca-certificates/x/a.crt', PEM_A)]), new Set(['base-passwd'])), [], 'ca-certificates not locked');
+});
+
+test("ca-certificates: HASH.N links as openssl rehash makes them: same subject numbered in name order, a duplicate skipped", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ocibuild-rehash-'));
+  try {
+    const make = (name: string, subject: string): string => {
+      const file = path.join(dir, name);
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path.join(dir, 'k.pem'), '-out', file, '-days', '1', '-subj', subject], { stdio: 'pipe' });
+      return readFileSync(file, 'utf8');
+    };
+    const first = make('a.pem', '/CN=Same Root/O=Example');
+    const second = make('b.pem', '/CN=Same Root/O=Example');
+    const other = make('c.pem', '/CN=Other Root');
+    const hash = (f: string): string => execFileSync('openssl', ['x509', '-noout', '-subject_hash', '-in', path.join(dir, f)]).toString().trim();
+    const tree = treeOf([
+      file('usr/share/ca-certificates/x/Same_2.crt', second),
+      file('usr/share/ca-certificates/x/Same.crt', first),
+      file('usr/share/ca-certificates/x/Same_copy.crt', first),
+      file('usr/share/ca-certificates/x/Other.crt', other),
+    ]);
+    const links = (await unpackScriptFiles(tree, new Set(['ca-certificates'])))
+      .filter((e) => e.type === 'symlink' && /^etc\/ssl\/certs\/[0-9a-f]{8}\.\d$/.test(e.path))
+      .map((e) => `${e.path.slice('etc/ssl/certs/'.length)} -> ${e.type === 'symlink' ? e.target : ''}`)
+      .sort();
+    assert.deepEqual(links, [`${hash('a.pem')}.0 -> Same.pem`, `${hash('a.pem')}.1 -> Same_2.pem`, `${hash('c.pem')}.0 -> Other.pem`].sort());
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
