@@ -23,6 +23,9 @@ export interface BaseImage {
   aptExtendedStates?: string;
   /** true: /bin is a link into usr/ (merged /usr); false: a directory; undefined: no /bin. */
   mergedUsr?: boolean;
+  /** What `install: dpkg` runs in it: /usr/bin/dpkg, and /bin/sh for the scripts. */
+  hasDpkg: boolean;
+  hasShell: boolean;
 }
 
 export interface BaseOptions {
@@ -69,11 +72,17 @@ export class BaseImages {
       ...(this.opts.signal ? { signal: this.opts.signal } : {}),
       ...(this.opts.log ? { log: this.opts.log } : {}),
     });
-    const scan = await scanLayers(image.layers, [STATUS, EXTENDED_STATES], ['bin']);
+    // /bin/sh is usr/bin/sh in a merged-/usr image's layers (dpkg writes through the link).
+    const scan = await scanLayers(image.layers, [STATUS, EXTENDED_STATES], ['bin', 'usr/bin/dpkg', 'bin/sh', 'usr/bin/sh']);
     const status = scan.files.get(STATUS);
     const states = scan.files.get(EXTENDED_STATES);
     const bin = scan.kinds.get('bin');
-    const base: BaseImage = { reference: this.ref, image };
+    const base: BaseImage = {
+      reference: this.ref,
+      image,
+      hasDpkg: scan.kinds.has('usr/bin/dpkg'),
+      hasShell: scan.kinds.has('bin/sh') || scan.kinds.has('usr/bin/sh'),
+    };
     if (status) base.dpkgStatus = { text: status.toString('utf8'), where: `${name}@${image.digest}:/${STATUS}` };
     if (states) base.aptExtendedStates = states.toString('utf8');
     if (bin) base.mergedUsr = bin.kind === 'symlink' && /^\/?usr\/bin\/?$/.test(bin.linkname ?? '');

@@ -169,6 +169,20 @@ async function buildChecked(
   const runsPrograms = spec.run !== undefined || (spec.apt !== undefined && spec.apt.packages.length > 0 && spec.apt.install === 'dpkg');
   if (runsPrograms) for (const p of platforms) await checkCanRun(p, spec.run && spec.apt?.install !== 'dpkg' ? spec.run.where : spec.path);
 
+  // install: dpkg runs the base's own dpkg (and /bin/sh): refused before locking and fetching when it has none.
+  if (spec.apt && spec.apt.packages.length > 0 && spec.apt.install === 'dpkg') {
+    for (const base of baseImages) {
+      if (!base) continue;
+      const missing = [...(base.dpkgStatus ? [] : ['/var/lib/dpkg/status']), ...(base.hasDpkg ? [] : ['/usr/bin/dpkg']), ...(base.hasShell ? [] : ['/bin/sh'])];
+      if (missing.length > 0) {
+        throw new OcibuildError(`install: dpkg needs dpkg and a shell in the base image, and ${spec.from} has no ${missing.join(', ')}`, {
+          where: spec.path,
+          hint: 'use install: unpack on this base (files and the dpkg database, no maintainer scripts)',
+        });
+      }
+    }
+  }
+
   // Every platform's lock first: a missing or stale one fails before anything is fetched.
   const locks = spec.apt && spec.apt.packages.length > 0 ? await lockEntries(spec, platforms, opts, baseImages) : platforms.map(() => []);
 
@@ -204,12 +218,6 @@ async function buildChecked(
       const label = `apt layer${suffix}`;
       let layer: CachedLayer;
       if (spec.apt!.install === 'dpkg') {
-        if (base && !base.dpkgStatus) {
-          throw new OcibuildError(`install: dpkg needs dpkg in the base image, and ${spec.from} has none (no /var/lib/dpkg/status)`, {
-            where: spec.path,
-            hint: 'use install: unpack on this base (files and the dpkg database, no maintainer scripts)',
-          });
-        }
         await checkCanRun(platform, spec.path);
         const list = !base && entries.some((e) => e.package === 'apt') ? imageSourcesList(spec, log) : undefined;
         layer = await dpkgLayer({

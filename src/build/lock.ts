@@ -3,7 +3,7 @@
  * The lockfile is written atomically, so a failure never leaves a partial one.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { tempName, writeFileAtomic } from '../store/atomic.js';
 import path from 'node:path';
 import { OcibuildError, EXIT_USAGE } from '../errors.js';
@@ -204,6 +204,8 @@ async function writeIfChanged(target: string, text: string): Promise<boolean> {
     // no previous lock
   }
   try {
+    // A lockfile: path of the spec may name a directory not made yet (locks/…).
+    await mkdir(path.dirname(target), { recursive: true });
     await writeFileAtomic(target, text, tempName(path.dirname(target)));
   } catch (err) {
     throw new OcibuildError(`cannot write the lockfile: ${(err as Error).message}`, {

@@ -210,6 +210,18 @@ test('install: dpkg on a base without dpkg is refused up front', async () => {
   assert.equal(b.code, 0, b.stderr);
   const r = await build('on-nodpkg', spec(baseRef, 'stable', ['early'], 'dpkg'));
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /install: dpkg needs dpkg in the base image/);
+  assert.match(r.stderr, /install: dpkg needs dpkg and a shell in the base image, and .* has no \/var\/lib\/dpkg\/status, \/usr\/bin\/dpkg, \/bin\/sh/);
   assert.match(r.stderr, /install: unpack/);
+  assert.doesNotMatch(r.stderr, /wrote .*\.lock|fetched|packages:/, 'refused before locking and fetching');
+  assert.equal(existsSync(path.join(r.dir, 'Packages-stable-amd64.lock')), false);
+
+  // A base with a dpkg database but no dpkg program (install: unpack of files only): refused the same way.
+  const dbRef = `${reg.host}/test/db-only:1`;
+  const dbDir = await mkdtemp(path.join(tmp, 'dbonly-'));
+  await writeFile(path.join(dbDir, 'image.yaml'), spec('scratch', 'stable', ['early'], 'unpack'));
+  const db = await ocibuild(['build', '-f', path.join(dbDir, 'image.yaml'), '--push', dbRef, '--cache-dir', path.join(tmp, 'store'), '-q'], env);
+  assert.equal(db.code, 0, db.stderr);
+  const onDb = await build('on-dbonly', spec(dbRef, 'stable', ['early'], 'dpkg'));
+  assert.equal(onDb.code, 1, onDb.stderr);
+  assert.match(onDb.stderr, /has no \/usr\/bin\/dpkg/);
 });

@@ -85,6 +85,12 @@ test('lock writes the resolved set in install order with checksums and reasons, 
   const third = await ocibuild(['lock', '-f', path.join(dir, 'image.yaml'), '--cache-dir', path.join(dir, 'cache2')]);
   assert.equal(third.code, 0, third.stderr);
   assert.equal(await readFile(lockPath, 'utf8'), text);
+
+  // apt.lockfile naming a directory that does not exist yet: it is made.
+  const inDir = await specDir('lock-dir', specFor(server.url, repo.keyringPath, ['app', 'docs']).replace('apt:\n', 'apt:\n  lockfile: locks/{suite}/Packages-{arch}.lock\n'));
+  const made = await ocibuild(['lock', '-f', path.join(inDir, 'image.yaml'), '--cache-dir', cache]);
+  assert.equal(made.code, 0, made.stderr);
+  assert.equal(await readFile(path.join(inDir, 'locks/stable/Packages-amd64.lock'), 'utf8'), text);
 });
 
 test('--check passes on a fresh lock, fails on a stale or missing one, and never writes', async () => {
