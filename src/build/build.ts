@@ -8,16 +8,16 @@
  * an unchanged rebuild only hashes its inputs.
  */
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tempName, writeFileAtomic } from '../store/atomic.js';
-import { pipeline } from 'node:stream/promises';
-import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { OcibuildError, EXIT_USAGE, usageError } from '../errors.js';
 import type { ImageSpec, Platform, SandboxChoiceSpec } from '../spec/types.js';
 import type { OutputHandler } from '../sandbox/process.js';
 import type { RunConfig } from '../sandbox/run-step.js';
-import { runLayer } from './run-layer.js';
+import { readSecrets, runLayer } from './run-layer.js';
+import { checkFileSources, fileIdentity, filesLayerEntries } from './files-layer.js';
+import { chainId } from './tracked.js';
 import { checkCanRun } from './platform-exec.js';
 import { debianArch, formatPlatform, samePlatform } from '../spec/platform.js';
 import { annotationProblem, revisionProblem, sourceProblem } from '../spec/annotations.js';
@@ -25,7 +25,7 @@ import type { Store } from '../store/store.js';
 import { parseLockfile, inputsDigest, staleReason, type LockEntry } from '../apt/lockfile.js';
 import { fetchDebs, type FetchedDeb } from '../store/fetch-debs.js';
 import type { LayerEntry } from '../layer/entry.js';
-import { bytesContent, fileContent } from '../layer/content.js';
+import { bytesContent } from '../layer/content.js';
 import { buildImage, type ImageConfigInput, type Layer } from '../oci/image.js';
 import { buildIndex, topDescriptor, type BuiltArtifact } from '../oci/index.js';
 import { imageAnnotations } from '../oci/annotations.js';
@@ -165,6 +165,10 @@ async function buildChecked(
   const compression = opts.compression ?? 'gzip';
   const explicitSde = opts.sourceDateEpoch ?? envEpoch();
 
+  // Inputs read late are checked now, so a typo fails in seconds, not after the apt layer.
+  await checkFileSources(spec);
+  if (spec.run) await readSecrets(spec.run);
+
   // Every platform's programs must be runnable (dpkg, RUN lines) before any is built.
   const runsPrograms = spec.run !== undefined || (spec.apt !== undefined && spec.apt.packages.length > 0 && spec.apt.install === 'dpkg');
   if (runsPrograms) for (const p of platforms) await checkCanRun(p, spec.run && spec.apt?.install !== 'dpkg' ? spec.run.where : spec.path);
@@ -280,16 +284,20 @@ async function buildChecked(
       }
     }
 
-    // The files layer has no architecture: one layer, shared by every platform's image.
-    const shared: Layer[] = [];
+    // The files layer: resolved against each platform's layers below (symlinked and
+    // existing parents, files-layer.ts); platforms whose trees agree share the layer.
     if (spec.files.length > 0) {
-      const filesEntries = await filesLayerEntries(spec, sde);
       const createdBy = `ocibuild files: ${spec.files.map((f) => f.dest).join(' ')}`;
-      const key = stepKey('files-v1', { files: await Promise.all(spec.files.map(fileIdentity)), compression, sde, version: VERSION });
-      const cached = await cachedLayer(opts.store, key, createdBy, opts);
-      if (cached) log(`files layer: unchanged, from the layer cache (${cached.layer.digest})`);
-      const layer = cached ?? (await writeAndCache(opts.store, key, filesEntries, compression, sde, createdBy, 'files layer', progress, opts.signal));
-      shared.push(layer.layer);
+      const identity = await Promise.all(spec.files.map(fileIdentity));
+      for (const [i, part] of parts.entries()) {
+        const label = `files layer${platforms.length > 1 ? ` for ${formatPlatform(part.platform)}` : ''}`;
+        const below = part.layers.length > 0 ? chainId(part.layers.map((l) => l.diffId)) : null;
+        const key = stepKey('files-v2', { files: identity, below, compression, sde, version: VERSION });
+        const cached = await cachedLayer(opts.store, key, createdBy, opts);
+        if (cached) log(`${label}: unchanged, from the layer cache (${cached.layer.digest})`);
+        const layer = cached ?? (await writeAndCache(opts.store, key, await filesLayerEntries(spec, sde, part.layers), compression, sde, createdBy, label, progress, opts.signal));
+        parts[i]!.layers.push(layer.layer);
+      }
     }
 
     const created = new Date(sde * 1000);
@@ -300,7 +308,7 @@ async function buildChecked(
         ...userAnnotations,
         ...(part.base ? { base: { name: formatReference(part.base.reference), digest: part.base.image.digest } } : {}),
       });
-      return buildImage(configOverBase(imageConfig(spec, part.platform, created), spec, part.base?.image), [...part.layers, ...shared], own);
+      return buildImage(configOverBase(imageConfig(spec, part.platform, created), spec, part.base?.image), [...part.layers], own);
     });
     const artifact: BuiltArtifact = images.length === 1 ? images[0]! : buildIndex(images, annotations);
     const top = topDescriptor(artifact);
@@ -542,46 +550,6 @@ function envEpoch(): number | undefined {
     throw new OcibuildError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, not ${JSON.stringify(v)}`, { exitCode: EXIT_USAGE });
   }
   return Number(v);
-}
-
-/**
- * The files layer: each spec file at its destination, parents created root 0755.
- * Every date is SOURCE_DATE_EPOCH: a checkout's file times must not reach the image.
- */
-async function filesLayerEntries(spec: ImageSpec, sde: number): Promise<LayerEntry[]> {
-  const tree = new Map<string, LayerEntry>();
-  for (const f of spec.files) {
-    const st = await lstat(f.src).catch((err: NodeJS.ErrnoException) => {
-      throw new OcibuildError(`cannot read ${f.src}: ${err.code ?? err.message}`, { where: spec.path, hint: 'paths in files: are relative to the spec file' });
-    });
-    if (!st.isFile()) {
-      throw new OcibuildError(`${f.src} is not a regular file`, { where: spec.path, hint: 'files: takes regular files (directories come later)' });
-    }
-    const dest = f.dest.replace(/^\/+/, '');
-    const src = f.src;
-    tree.set(dest, {
-      type: 'file',
-      path: dest,
-      mode: f.mode ?? st.mode & 0o7777,
-      uid: f.uid ?? 0,
-      gid: f.gid ?? 0,
-      mtime: sde,
-      size: st.size,
-      content: fileContent(src),
-    });
-    for (let p = path.posix.dirname(dest); p !== '.' && p !== '/'; p = path.posix.dirname(p)) {
-      if (!tree.has(p)) tree.set(p, { type: 'directory', path: p, mode: 0o755, uid: 0, gid: 0, mtime: sde });
-    }
-  }
-  return [...tree.values()];
-}
-
-/** What decides a files-layer entry's bytes: content hash, destination, mode, owner. */
-async function fileIdentity(f: ImageSpec['files'][number]): Promise<unknown> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(f.src), hash).catch(() => undefined);
-  const st = await lstat(f.src).catch(() => undefined);
-  return { dest: f.dest, sha256: hash.digest('hex'), mode: f.mode ?? (st ? st.mode & 0o7777 : 0), uid: f.uid ?? 0, gid: f.gid ?? 0 };
 }
 
 async function atomicWrite(file: string, text: string): Promise<void> {

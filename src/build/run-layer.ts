@@ -118,7 +118,8 @@ export async function runLayer(o: RunLayerOptions): Promise<CachedLayer> {
   }
 }
 
-async function readSecrets(run: RunSection): Promise<SecretValue[]> {
+/** The secrets' values; a missing file or variable is an error naming the spec line (also checked before a build starts). */
+export async function readSecrets(run: RunSection): Promise<SecretValue[]> {
   const out: SecretValue[] = [];
   for (const s of run.secrets) {
     if (s.file !== undefined) {

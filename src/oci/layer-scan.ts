@@ -17,11 +17,22 @@ import { layerCompression } from './media-types.js';
 
 export type EntryKind = 'file' | 'directory' | 'symlink' | 'other';
 
+/** A path found in a layer: its kind, and its metadata as the tar header gives it. */
+export interface PathHit {
+  kind: EntryKind;
+  linkname?: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+}
+
 export interface ScanResult {
   /** Contents of each wanted file as the stacked layers show it (absent: no such file). */
   files: Map<string, Buffer>;
   /** Kind (and link target) of each wanted top-level path in the stacked layers. */
-  kinds: Map<string, { kind: EntryKind; linkname?: string }>;
+  kinds: Map<string, PathHit>;
 }
 
 const MAX_FILE = 64 * 1024 * 1024;
@@ -53,7 +64,7 @@ export async function scanLayers(layers: readonly Layer[], files: readonly strin
 interface LayerHits {
   /** path → contents, or null when this layer hides it (whiteout, opaque parent, not a file). */
   files: Map<string, Buffer | null>;
-  kinds: Map<string, { kind: EntryKind; linkname?: string } | null>;
+  kinds: Map<string, PathHit | null>;
 }
 
 async function readLayer(layer: Layer, files: ReadonlySet<string>, paths: ReadonlySet<string>): Promise<LayerHits> {
@@ -116,17 +127,18 @@ function parentOf(p: string): string | undefined {
   return i < 0 ? '' : p.slice(0, i);
 }
 
-function kindOf(header: tar.Header): { kind: EntryKind; linkname?: string } {
+function kindOf(header: tar.Header): PathHit {
+  const meta = { mode: (header.mode ?? 0) & 0o7777, uid: header.uid ?? 0, gid: header.gid ?? 0, mtime: Math.floor((header.mtime?.getTime() ?? 0) / 1000) };
   switch (header.type) {
     case 'file':
     case 'contiguous-file':
-      return { kind: 'file' };
+      return { kind: 'file', ...meta };
     case 'directory':
-      return { kind: 'directory' };
+      return { kind: 'directory', ...meta };
     case 'symlink':
-      return { kind: 'symlink', linkname: header.linkname ?? '' };
+      return { kind: 'symlink', linkname: header.linkname ?? '', ...meta };
     default:
-      return { kind: 'other' };
+      return { kind: 'other', ...meta };
   }
 }
 

@@ -688,7 +688,7 @@ function parseSandbox(r: Reader, entry: Entry | undefined): SandboxChoiceSpec {
 function parseFiles(r: Reader, entry: Entry | undefined, dir: string): FileEntry[] {
   if (!entry) return [];
   const items = r.list(entry.value, 'files', 'file entries', 'files: [{src: build/server, dest: /usr/local/bin/server}]');
-  return items.map((item, i) => {
+  const files = items.map((item, i) => {
     const label = `files[${i}]`;
     const m = r.map(item, label, FILE_KEYS);
     const src = m.get('src');
@@ -697,9 +697,17 @@ function parseFiles(r: Reader, entry: Entry | undefined, dir: string): FileEntry
     if (!dest) r.fail(item, `${label}: missing key dest`, 'add dest: an absolute path in the image');
     const destPath = r.nonEmptyString(dest.value, `${label}.dest`, 'write an absolute path, e.g. /usr/local/bin/server');
     if (!destPath.startsWith('/')) r.fail(dest.value, `${label}.dest: "${destPath}" must be an absolute path`, `write /${destPath}`);
+    const parts = destPath.split('/').slice(1);
+    if (destPath.endsWith('/') || parts.every((p) => p === '')) {
+      r.fail(dest.value, `${label}.dest: "${destPath}" names a directory; dest is the file's own path`, `write the file name too, e.g. ${destPath.replace(/\/+$/, '')}/server`);
+    }
+    if (parts.some((p) => p === '.' || p === '..' || p === '')) {
+      r.fail(dest.value, `${label}.dest: "${destPath}" has an empty, "." or ".." component`, 'write the path plainly, e.g. /usr/local/bin/server');
+    }
     const file: FileEntry = {
       src: path.resolve(dir, r.nonEmptyString(src.value, `${label}.src`, 'write a path relative to the spec file')),
       dest: destPath,
+      where: r.where(item),
     };
     const mode = m.get('mode');
     if (mode) file.mode = parseMode(r, mode.value, `${label}.mode`);
@@ -709,6 +717,17 @@ function parseFiles(r: Reader, entry: Entry | undefined, dir: string): FileEntry
     if (gid) file.gid = parseId(r, gid.value, `${label}.gid`);
     return file;
   });
+  // One file per destination, and no destination inside another one (a file is no directory).
+  for (const [i, f] of files.entries()) {
+    for (const g of files.slice(0, i)) {
+      if (g.dest === f.dest) r.fail(items[i]!, `files[${i}].dest: ${f.dest} is also the dest of an earlier entry (${g.where})`, 'give each file its own destination');
+      if (f.dest.startsWith(`${g.dest}/`) || g.dest.startsWith(`${f.dest}/`)) {
+        const [outer, inner] = f.dest.startsWith(`${g.dest}/`) ? [g.dest, f.dest] : [f.dest, g.dest];
+        r.fail(items[i]!, `files[${i}].dest: ${inner} would be inside ${outer}, which another entry makes a file`, 'choose destinations that do not nest');
+      }
+    }
+  }
+  return files;
 }
 
 /**

@@ -38,10 +38,13 @@ export interface AptSection {
 
 export interface FileEntry {
   src: string;
+  /** Absolute, normalised: no "." or ".." components, no trailing slash, not "/". */
   dest: string;
   mode?: number;
   uid?: number;
   gid?: number;
+  /** Where it was written, for messages ("image.yaml:9:5"). */
+  where?: string;
 }
 
 /** A secret a RUN step reads at `/run/secrets/<id>`: never in a layer, in cache keys only by digest. */

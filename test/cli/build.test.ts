@@ -5,7 +5,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile, lstat, readlink } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildAptRepo, generateTestKey, tamperFile, type FixtureRepo, type TestKey } from '../support/aptrepo.js';
@@ -36,6 +36,8 @@ const packages: FixturePackage[] = [
   },
   { name: 'libhello', version: '1.2-1', multiArch: 'same', files: { '/usr/lib/x86_64-linux-gnu/libhello.so.1': 'ELF?' }, dataCompression: 'zst' },
   { name: 'hello-data', version: '1.0-1', arch: 'all', files: { '/usr/share/hello/data.txt': 'data\n' }, dataCompression: 'gz' },
+  // A directory whose mode a files: entry under it must keep.
+  { name: 'spool', version: '1', files: { '/var/spool/drop': { dir: true, mode: 0o1733 } } },
   // Stands in for apt: its presence makes the build write apt's auto marks.
   { name: 'apt', version: '2.6.1', files: { '/usr/bin/apt-get': '#!/bin/sh\n', '/var/lib/apt/lists/partial': { dir: true } } },
 ];
@@ -279,6 +281,42 @@ test('files: land at their destination with the given mode, dated SOURCE_DATE_EP
   // A touched source file (new mtime, same content) changes nothing.
   await writeFile(path.join(dir, 'motd.txt'), 'welcome\n');
   assert.equal(await build(path.join(dir, 'l2')), first);
+});
+
+test('files: a symlinked parent is followed (merged /usr stays), existing parents keep their mode, missing ones are made', async () => {
+  const dir = await specDir('files-parents', spec(server.url, repo.keyringPath, ['hello', 'spool'], [
+    'files:',
+    '  - {src: tool.sh, dest: /bin/tool2, mode: "0755"}',
+    '  - {src: note.txt, dest: /var/spool/drop/note}',
+    '  - {src: note.txt, dest: /new/dir/file}',
+  ]));
+  await writeFile(path.join(dir, 'tool.sh'), '#!/bin/sh\necho tool\n');
+  await writeFile(path.join(dir, 'note.txt'), 'note\n');
+  const r = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', `oci:${dir}/out:f`, '--cache-dir', path.join(dir, 'c'), '--source-date-epoch', '1700000000', '-q']);
+  assert.equal(r.code, 0, r.stderr);
+  const bundle = path.join(dir, 'bundle');
+  await run('umoci', ['unpack', '--image', `${dir}/out:f`, bundle]);
+  const root = path.join(bundle, 'rootfs');
+  assert.equal(readlinkSync(path.join(root, 'bin')), 'usr/bin', '/bin is still the merged-/usr link');
+  assert.equal(await readFile(path.join(root, 'usr/bin/tool2'), 'utf8'), '#!/bin/sh\necho tool\n');
+  assert.ok(existsSync(path.join(root, 'usr/bin/busybox')), 'the package files under /bin are all there');
+  assert.equal((await stat(path.join(root, 'var/spool/drop'))).mode & 0o7777, 0o1733, "the package's mode, not 0755");
+  assert.equal((await stat(path.join(root, 'new/dir'))).mode & 0o7777, 0o755);
+  // The files layer itself: no entry for bin, the existing parents repeated as they are.
+  const index = JSON.parse(await readFile(path.join(dir, 'out/index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+  const manifest = JSON.parse(await readFile(path.join(dir, 'out/blobs/sha256', index.manifests[0]!.digest.slice(7)), 'utf8')) as { layers: Array<{ digest: string }> };
+  const listing = (await run('tar', ['-tvzf', path.join(dir, 'out/blobs/sha256', manifest.layers[1]!.digest.slice(7))])).stdout;
+  assert.doesNotMatch(listing, / bin\/?$/m);
+  assert.match(listing, /^drwx-wx-wt .* var\/spool\/drop\/$/m);
+  assert.match(listing, / usr\/bin\/tool2$/m);
+});
+
+test('files: a missing source fails at once with its spec line, before any package is fetched', async () => {
+  const dir = await specDir('files-missing', spec(server.url, repo.keyringPath, ['hello'], ['files:', '  - {src: nope.txt, dest: /etc/nope}']));
+  const r = await ocibuild(['build', '-f', path.join(dir, 'image.yaml'), '--output', `oci:${dir}/out:f`, '--cache-dir', path.join(dir, 'c')]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /image\.yaml:\d+:5: files: cannot read .*nope\.txt: no such file/);
+  assert.doesNotMatch(r.stderr, /fetched|resolving/);
 });
 
 test('progress when not a terminal: plain lines per download and per layer written, the cache named on a rebuild, nothing with -q', async () => {

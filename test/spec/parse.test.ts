@@ -76,8 +76,8 @@ test('the full example parses into a normalized ImageSpec', () => {
   assert.equal(spec.apt?.presetKind, undefined);
   assert.deepEqual(spec.run?.commands, ['useradd --system app']);
   assert.deepEqual(spec.files, [
-    { src: '/work/proj/build/server', dest: '/usr/local/bin/server', mode: 0o755 },
-    { src: '/work/proj/etc/app.conf', dest: '/etc/app.conf', mode: 0o644, uid: 0, gid: 1000 },
+    { src: '/work/proj/build/server', dest: '/usr/local/bin/server', mode: 0o755, where: '/work/proj/image.yaml:14:5' },
+    { src: '/work/proj/etc/app.conf', dest: '/etc/app.conf', mode: 0o644, uid: 0, gid: 1000, where: '/work/proj/image.yaml:15:5' },
   ]);
   assert.deepEqual(spec.config, {
     env: { PATH: '/usr/bin', VERSION: '1.10', DEBUG: 'true' },
@@ -201,6 +201,13 @@ test('malformed YAML reports the parser position', () => {
   fails('from: "registry.example.com/app:1 "\n', /contains spaces/, '1:7');
   fails('from: "base@sha256:abc"\n', /^from: invalid image reference/, '1:7');
   fails('from: debian:12\napt: [curl,\n', /^invalid YAML: /, '3:1');
+  // files: destinations are file paths, plain, one per entry, not nested.
+  fails('from: scratch\nfiles:\n  - {src: a, dest: /usr/local/bin/}\n', /names a directory; dest is the file's own path/, '3:20');
+  fails('from: scratch\nfiles:\n  - {src: a, dest: /}\n', /names a directory/, '3:20');
+  fails('from: scratch\nfiles:\n  - {src: a, dest: /opt/../../etc/evil}\n', /has an empty, "\." or "\.\." component/, '3:20');
+  fails('from: scratch\nfiles:\n  - {src: a, dest: /opt//x}\n', /has an empty/, '3:20');
+  fails('from: scratch\nfiles:\n  - {src: a, dest: /x}\n  - {src: b, dest: /x}\n', /\/x is also the dest of an earlier entry \(.*image\.yaml:3:5\)/, '4:5');
+  fails('from: scratch\nfiles:\n  - {src: a, dest: /usr/local/bin/tool}\n  - {src: b, dest: /usr/local/bin/tool/sub}\n', /would be inside \/usr\/local\/bin\/tool/, '4:5');
   fails('from: debian:12\nrun: "unterminated\n', /^invalid YAML: Missing closing/, '3:1');
 });
 
