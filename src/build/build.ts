@@ -232,7 +232,7 @@ async function buildChecked(
           below: part.layers,
           arch,
           mergedUsr,
-          config: runConfig(spec, base),
+          config: runConfig(spec, base, false),
           sandbox: opts.sandbox ?? spec.sandbox,
           compression,
           ...(explicitSde !== undefined ? { sourceDateEpoch: explicitSde } : {}),
@@ -444,14 +444,20 @@ function withFile(entries: LayerEntry[], rel: string, text: string, mtime: numbe
  * What a RUN step inherits: the base's Env with the spec's config.env over it, and the
  * base's WorkingDir and User (the spec's are the runtime's; see run-layer.ts).
  */
-function runConfig(spec: ImageSpec, base: BaseImage | undefined): RunConfig {
+/**
+ * What a sandboxed step runs with: the base's Env, WorkingDir and User, and for RUN
+ * lines the spec's config.env on top. The dpkg install step takes the base's alone:
+ * the spec's runtime environment (a PATH for the app, say) is not the installer's, and
+ * must not make an unchanged install run again.
+ */
+function runConfig(spec: ImageSpec, base: BaseImage | undefined, withSpecEnv = true): RunConfig {
   const c = base?.image.configDoc.config ?? {};
   const env = new Map<string, string>();
   for (const e of c.Env ?? []) {
     const i = e.indexOf('=');
     env.set(i < 0 ? e : e.slice(0, i), i < 0 ? '' : e.slice(i + 1));
   }
-  for (const [k, v] of Object.entries(spec.config.env)) env.set(k, v);
+  if (withSpecEnv) for (const [k, v] of Object.entries(spec.config.env)) env.set(k, v);
   return {
     Env: [...env].map(([k, v]) => `${k}=${v}`),
     ...(c.WorkingDir ? { WorkingDir: c.WorkingDir } : {}),

@@ -167,6 +167,7 @@ export async function dpkgLayer(o: DpkgLayerOptions): Promise<CachedLayer> {
         { source: policy, target: '/usr/sbin/policy-rc.d', readOnly: true },
       ],
       sandbox: o.sandbox,
+      step: { name: 'installing the packages with dpkg', hint: "dpkg's output above names the package; a maintainer script failing is the usual cause" },
       ...(scratch ? { overlay: 'in-place' as const } : {}),
       ...(o.onOutput ? { onOutput: o.onOutput } : {}),
       warn: (m) => o.log(`warning: ${m}`),

@@ -63,6 +63,8 @@ export interface RunStepOptions {
   run: string[];
   /** Where each of `run` was written ("image.yaml:12:5"), for the failing line's message. */
   lineWheres?: string[];
+  /** A step of ocibuild's own (not the spec's RUN lines): its name and hint for a failure. */
+  step?: { name: string; hint: string };
   config?: RunConfig;
   /** Per-step overrides of the image config. */
   env?: Record<string, string>;
@@ -114,11 +116,13 @@ export class StepFailedError extends OcibuildError {
     where: string | undefined,
     /** The failing line (0-based) and the number of lines, when the shell said which. */
     line?: { index: number; of: number },
+    /** What failed, for steps that are not the spec's RUN lines (dpkg's install). */
+    step?: { name: string; hint: string },
   ) {
     const how = stepExitCode !== undefined ? `exit code ${stepExitCode}` : `signal ${termSignal ?? 'unknown'}`;
     const tail = outputTail.length > 0 ? `; its last output:\n${outputTail.map((l) => `  | ${l}`).join('\n')}` : ' with no output';
-    const which = line && line.of > 1 ? ` line ${line.index + 1} of ${line.of}` : '';
-    super(`RUN${which} failed with ${how}${tail}`, { where, hint: 'the first failing line stops the step (sh -c with set -e)' });
+    const which = line && line.of > 1 && !step ? ` line ${line.index + 1} of ${line.of}` : '';
+    super(`${step?.name ?? 'RUN'}${which} failed with ${how}${tail}`, { where, hint: step?.hint ?? 'the first failing line stops the step (sh -c with set -e)' });
     this.name = 'StepFailedError';
   }
 }
@@ -147,7 +151,8 @@ export function stepScript(lines: string[]): string {
 export function failedLine(lines: readonly string[], tail: readonly string[]): number | undefined {
   let scriptLine: number | undefined;
   for (const t of tail) {
-    const m = /^(?:\/(?:usr\/)?bin\/)?(?:sh|dash|bash|ash): (?:line )?(\d+): /.exec(t);
+    // Only the step's own shell, started as /bin/sh (a nested `sh -c` says "sh: 1:").
+    const m = /^\/bin\/sh: (?:line )?(\d+): /.exec(t);
     if (m) scriptLine = Number(m[1]);
   }
   if (scriptLine === undefined) return undefined;
@@ -332,9 +337,9 @@ export async function runStep(o: RunStepOptions): Promise<RunStepResult> {
     throw new OcibuildError(`the ${choice.kind} sandbox could not start: ${result.spawnError.message}`, { where: o.where, cause: result.spawnError });
   }
   if (result.exitCode !== 0) {
-    const index = failedLine(o.run, result.tail);
+    const index = o.step ? undefined : failedLine(o.run, result.tail);
     const line = index !== undefined ? { index, of: o.run.length } : undefined;
-    throw new StepFailedError(result.exitCode, result.termSignal, result.tail, (index !== undefined ? o.lineWheres?.[index] : undefined) ?? o.where, line);
+    throw new StepFailedError(result.exitCode, result.termSignal, result.tail, (index !== undefined ? o.lineWheres?.[index] : undefined) ?? o.where, line, o.step);
   }
   if (run.whiteouts === 'wh-files') o.warn?.(`${o.dir} refuses whiteout devices (it is on overlayfs?): deletions are written as .wh.NAME files`);
   return {

@@ -200,6 +200,11 @@ test('install: dpkg from scratch bootstraps the essential set, then installs the
   const again = await build('boot-again', body, ['--cache-dir', path.join(tmp, 'store-again')]);
   assert.equal(again.code, 0, again.stderr);
   assert.equal(again.stdout, r.stdout, 'same digest from an empty store');
+
+  // The spec's runtime env (a PATH without sbin) is not dpkg's: the install works and is the cached one.
+  const withEnv = await build('boot-env', spec('scratch', 'boot', ['svc'], 'dpkg', ['config:', '  env: {PATH: /opt/app/bin, APP_MODE: production}']));
+  assert.equal(withEnv.code, 0, withEnv.stderr);
+  assert.match(withEnv.stderr, /apt layer: unchanged, from the layer cache/);
 });
 
 test('install: dpkg on a base without dpkg is refused up front', async () => {

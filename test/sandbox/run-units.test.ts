@@ -80,10 +80,11 @@ test('stepScript: one script, set -e and a fixed umask first, on the first line 
 
 test('failedLine: the line the shell names, multi-line commands counted', () => {
   const lines = ['echo a', 'if true; then\n  nosuch\nfi', 'useradd app'];
-  assert.equal(failedLine(lines, ['a', 'sh: 5: useradd: not found']), 2);
-  assert.equal(failedLine(lines, ['sh: 4: Syntax error: end of file unexpected']), 1);
+  assert.equal(failedLine(lines, ['a', '/bin/sh: 5: useradd: not found']), 2);
+  assert.equal(failedLine(lines, ['/bin/sh: 4: Syntax error: end of file unexpected']), 1);
   assert.equal(failedLine(lines, ['/bin/sh: 3: nosuch: not found']), 1);
-  assert.equal(failedLine(lines, ['bash: line 1: x: command not found']), 0);
+  assert.equal(failedLine(lines, ['/bin/sh: line 1: x: command not found']), 0, 'bash as /bin/sh');
+  assert.equal(failedLine(lines, ['sh: 1: nested: not found']), undefined, "a nested sh -c's line is not the step's");
   assert.equal(failedLine(lines, ['make: *** [all] Error 1']), undefined, 'a command that only exits non-zero');
   assert.equal(failedLine(lines, ['sh: 9: beyond the script']), undefined);
 });
