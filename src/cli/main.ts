@@ -32,16 +32,33 @@ export async function main(argv: string[]): Promise<number> {
     const code = plan ? await runRootless(argv, plan) : undefined;
     if (code !== undefined) return code;
   }
-  // Ctrl-C aborts downloads through the AbortSignal; writes are atomic, so nothing half-written stays.
+  // Ctrl-C and SIGTERM (CI runners, timeout) abort the work through the AbortSignal;
+  // writes are atomic and sandboxes, mounts and temp dirs are cleaned up on the way out.
+  // The same signal again within a moment is the same request (a rootless parent passes
+  // on what the terminal also sent); later, a second Ctrl-C gives up on cleaning up.
   const abort = new AbortController();
-  const onSigint = (): void => abort.abort(new OcibuildError('interrupted', { exitCode: 130 }));
-  process.once('SIGINT', onSigint);
+  let first = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (!abort.signal.aborted) {
+      first = Date.now();
+      const code = signal === 'SIGTERM' ? 143 : 130;
+      abort.abort(new OcibuildError(signal === 'SIGTERM' ? 'terminated' : 'interrupted', { exitCode: code }));
+    } else if (Date.now() - first > REPEAT_MS) {
+      process.exit(signal === 'SIGTERM' ? 143 : 130);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     return await run(argv, abort.signal);
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
   }
 }
+
+/** A repeat of the interrupting signal within this time is not a second request. */
+const REPEAT_MS = 2000;
 
 async function run(argv: string[], signal: AbortSignal): Promise<number> {
   const program = new Command('ocibuild')
@@ -179,8 +196,10 @@ async function run(argv: string[], signal: AbortSignal): Promise<number> {
       return EXIT_USAGE;
     }
     if (signal.aborted) {
-      process.stderr.write('ocibuild: interrupted\n');
-      return 130;
+      const reason: unknown = signal.reason;
+      const terminated = reason instanceof OcibuildError && reason.exitCode === 143;
+      process.stderr.write(`ocibuild: ${terminated ? 'terminated' : 'interrupted'}\n`);
+      return terminated ? 143 : 130;
     }
     if (err instanceof OcibuildError) {
       process.stderr.write(`ocibuild: ${err.format()}\n`);

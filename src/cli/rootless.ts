@@ -137,14 +137,15 @@ export async function runRootless(args: readonly string[], plan: RootlessPlan): 
     return undefined;
   }
   channel.end('go\n');
-  // The child is in this process group: a terminal's Ctrl-C reaches it directly. Other
-  // signals are passed on; this process only waits.
+  // Signals are passed on, SIGINT too (`kill -INT` of this pid, `timeout -s INT`); a
+  // terminal's Ctrl-C reaches the child in this process group as well, and the child
+  // takes the repeat as the same request (main.ts). This process only waits.
   const forward = (sig: NodeJS.Signals): void => {
     child.kill(sig);
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   const handlers = signals.map((sig) => {
-    const h = sig === 'SIGINT' ? (): void => {} : (): void => forward(sig);
+    const h = (): void => forward(sig);
     process.on(sig, h);
     return [sig, h] as const;
   });

@@ -8,7 +8,7 @@
 // run by the user removes them, and without the namespace the error says what to set up.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -120,6 +120,30 @@ for (const [name, run] of SPECS) {
     assert.deepEqual([st.uid, st.gid], [user.uid, user.gid]);
   });
 }
+
+test('rootless: SIGINT to the CLI\'s own pid (not its process group) stops the build; nothing runs on, nothing is left', async () => {
+  const dir = await userDir('spec-sigint');
+  await writeFile(path.join(dir, 'image.yaml'), spec(['run:', '  - echo started', '  - sleep 61', '  - echo never']));
+  execFileSync('chmod', ['-R', 'a+rX', dir]);
+  const store = await userDir('store-sigint');
+  const child = user.spawn(['build', '-f', path.join(dir, 'image.yaml'), '-o', `oci:${path.join(await userDir('out-sigint'), 'layout')}:latest`, '--cache-dir', store]);
+  let stderr = '';
+  const started = new Promise<void>((resolve) => {
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes('| started')) resolve();
+    });
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  await Promise.race([started, exited]);
+  child.kill('SIGINT');
+  assert.equal(await exited, 130, stderr);
+  assert.match(stderr, /ocibuild: interrupted/);
+  assert.doesNotMatch(stderr, /never/);
+  const sleeping = spawnSync('pgrep', ['-f', 'sleep 61']);
+  assert.notEqual(sleeping.status, 0, `a sandboxed process survived: ${sleeping.stdout.toString()}`);
+  assert.deepEqual(readdirSync(path.join(store, 'tmp')).filter((n) => !n.startsWith('.')), []);
+});
 
 test('rootless store: the trees carry subordinate ids on the host; ocibuild cache prune run by the user removes them', async () => {
   const store = path.join(tmp, 'store-user');

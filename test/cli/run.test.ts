@@ -5,7 +5,7 @@
 // checked one by one. Then containment, failures, secrets, cache mounts, step cache.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
-import { ocibuild, scratchSpec } from '../support/cli.js';
+import { CLI, ocibuild, scratchSpec } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import { busyboxFiles, captools, type FixturePackage } from '../support/deb.js';
 
@@ -307,6 +307,33 @@ async function leftovers(store: string): Promise<string[]> {
   return (await readdir(dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
 }
 
+
+for (const [signal, code, word] of [['SIGTERM', 143, 'terminated'], ['SIGINT', 130, 'interrupted']] as const) {
+  test(`${signal} during a RUN step: exit ${code}, the sandbox gone, no output, nothing left in the store's scratch area`, async () => {
+    const dir = await specDir(`signal-${signal}`, runSpec(yamlList('run', ['echo started', 'sleep 60', 'echo never'])));
+    const store = path.join(dir, 'store');
+    const layout = path.join(dir, 'out');
+    const child = spawn(CLI, ['build', '-f', path.join(dir, 'image.yaml'), '-o', `oci:${layout}:latest`, '--cache-dir', store], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const started = new Promise<void>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('| started')) resolve();
+      });
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    await Promise.race([started, exited]);
+    child.kill(signal);
+    const exitCode = await exited;
+    assert.equal(exitCode, code, stderr);
+    assert.match(stderr, new RegExp(`ocibuild: ${word}`));
+    assert.doesNotMatch(stderr, /never/);
+    assert.equal(existsSync(layout), false, 'no output');
+    assert.deepEqual(await leftovers(store), []);
+    const sleeping = spawnSync('pgrep', ['-f', 'sleep 60']);
+    assert.notEqual(sleeping.status, 0, `a sandboxed process survived: ${sleeping.stdout.toString()}`);
+  });
+}
 
 test('an image without /bin/sh: the RUN step says so before the sandbox starts', async () => {
   const dir = await specDir('no-shell', scratchSpec(server.url, repo.keyringPath, ['captools'], yamlList('run', ['true'])));

@@ -1,7 +1,7 @@
 // An unprivileged user with subordinate ids, and a copy of the CLI it can run: for
 // tests of rootless builds (src/cli/rootless.ts). The tests run as root and set this up
 // themselves (useradd, usermod --add-subuids, the uidmap package).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chownSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -23,6 +23,8 @@ export interface RootlessUser {
   dir(p: string): Promise<string>;
   /** Runs the CLI as the user, HOME in `home`. */
   ocibuild(args: string[], env?: NodeJS.ProcessEnv): Promise<CliRun>;
+  /** Starts the CLI as the user (its pid is the CLI's own: setpriv and the launcher exec). */
+  spawn(args: string[]): ChildProcessWithoutNullStreams;
 }
 
 function sh(cmd: string): string {
@@ -71,6 +73,11 @@ export async function rootlessUser(tmp: string): Promise<RootlessUser> {
         HOME: path.join(tmp, 'home'),
         LC_ALL: 'C',
         ...env,
+      });
+    },
+    spawn(args) {
+      return spawn('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', cli, ...args], {
+        env: { PATH: process.env.PATH, HOME: path.join(tmp, 'home'), LC_ALL: 'C' },
       });
     },
   };
