@@ -58,7 +58,7 @@ test('steps give the spec image.yaml gives', () => {
   ].join('\n');
   const fromYaml = parseSpec(yaml, path.join(dir, 'image'));
   const fromCode = toSpec(img);
-  const strip = (s: ReturnType<typeof toSpec>): unknown => JSON.parse(JSON.stringify(s, (k, v: unknown) => (k === 'where' ? undefined : v)));
+  const strip = (s: ReturnType<typeof toSpec>): unknown => JSON.parse(JSON.stringify(s, (k, v: unknown) => (k === 'where' || k === 'commandWheres' ? undefined : v)));
   assert.deepEqual(strip(fromCode), strip(fromYaml));
   assert.equal(fromCode.files[0]!.mode, 0o755);
 });

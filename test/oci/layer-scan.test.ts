@@ -9,13 +9,14 @@ import type { Layer } from '../../src/oci/image.js';
 import { scanLayers } from '../../src/oci/layer-scan.js';
 import { OCI_LAYER_GZIP, OCI_LAYER_TAR } from '../../src/oci/media-types.js';
 
-type Entry = { name: string; type?: 'file' | 'directory' | 'symlink'; body?: string; linkname?: string };
+type Entry = { name: string; type?: 'file' | 'directory' | 'symlink'; body?: string; linkname?: string; mode?: number; uid?: number; gid?: number; mtime?: Date };
 
 async function layer(entries: Entry[], gzip = true): Promise<Layer> {
   const pack = tar.pack();
   for (const e of entries) {
-    if (e.type === 'directory') pack.entry({ name: e.name, type: 'directory', mode: 0o755 });
-    else if (e.type === 'symlink') pack.entry({ name: e.name, type: 'symlink', linkname: e.linkname ?? '' });
+    const meta = { ...(e.uid !== undefined ? { uid: e.uid } : {}), ...(e.gid !== undefined ? { gid: e.gid } : {}), ...(e.mtime ? { mtime: e.mtime } : {}) };
+    if (e.type === 'directory') pack.entry({ name: e.name, type: 'directory', mode: e.mode ?? 0o755, ...meta });
+    else if (e.type === 'symlink') pack.entry({ name: e.name, type: 'symlink', linkname: e.linkname ?? '', ...(e.mode !== undefined ? { mode: e.mode } : {}), ...meta });
     else pack.entry({ name: e.name, mode: 0o644 }, e.body ?? '');
   }
   pack.finalize();
@@ -30,12 +31,14 @@ async function layer(entries: Entry[], gzip = true): Promise<Layer> {
 const STATUS = 'var/lib/dpkg/status';
 
 test('the topmost copy of a file wins; kinds of top-level paths', async () => {
-  const l1 = await layer([{ name: 'bin', type: 'symlink', linkname: 'usr/bin' }, { name: 'var/lib/dpkg/', type: 'directory' }, { name: STATUS, body: 'one' }]);
+  const l1 = await layer([{ name: 'bin', type: 'symlink', linkname: 'usr/bin', mode: 0o777, uid: 0, gid: 0, mtime: new Date(1700000000 * 1000) }, { name: 'var/lib/dpkg/', type: 'directory', mode: 0o1777, uid: 3, gid: 4 }, { name: STATUS, body: 'one' }]);
   const l2 = await layer([{ name: './var/lib/dpkg/status', body: 'two' }], false);
-  const r = await scanLayers([l1, l2], [STATUS], ['bin', 'lib', 'sbin']);
+  const r = await scanLayers([l1, l2], [STATUS], ['bin', 'lib', 'sbin', 'var/lib/dpkg']);
   assert.equal(r.files.get(STATUS)?.toString(), 'two');
-  assert.deepEqual(r.kinds.get('bin'), { kind: 'symlink', linkname: 'usr/bin' });
+  assert.deepEqual(r.kinds.get('bin'), { kind: 'symlink', linkname: 'usr/bin', mode: 0o777, uid: 0, gid: 0, mtime: 1700000000 }, 'with its metadata');
   assert.equal(r.kinds.has('lib'), false);
+  const dir = r.kinds.get('var/lib/dpkg');
+  assert.deepEqual([dir?.kind, dir?.mode, dir?.uid, dir?.gid], ['directory', 0o1777, 3, 4]);
 });
 
 test('whiteouts and opaque directories hide lower copies', async () => {
@@ -59,7 +62,7 @@ test('whiteouts and opaque directories hide lower copies', async () => {
 
   const binGone = await layer([{ name: '.wh.bin' }]);
   assert.equal((await scanLayers([base, binGone], [], ['bin'])).kinds.has('bin'), false);
-  assert.deepEqual((await scanLayers([base], [], ['bin'])).kinds.get('bin'), { kind: 'directory' });
+  assert.equal((await scanLayers([base], [], ['bin'])).kinds.get('bin')?.kind, 'directory');
 });
 
 test('a corrupt layer is an error naming it', async () => {
