@@ -18,7 +18,7 @@ import { detectSandbox } from '../../src/sandbox/detect.js';
 import { subordinateRange } from '../../src/cli/rootless.js';
 import { rootlessUser, SUB_START, type RootlessUser } from '../support/rootless-user.js';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
-import { ocibuild, scratchSpec } from '../support/cli.js';
+import { ocibuild, scratchSpec, signalWhen } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import { busyboxFiles, captools, type FixturePackage } from '../support/deb.js';
 import { ageStore } from '../support/age-store.js';
@@ -127,17 +127,8 @@ test('rootless: SIGINT to the CLI\'s own pid (not its process group) stops the b
   execFileSync('chmod', ['-R', 'a+rX', dir]);
   const store = await userDir('store-sigint');
   const child = user.spawn(['build', '-f', path.join(dir, 'image.yaml'), '-o', `oci:${path.join(await userDir('out-sigint'), 'layout')}:latest`, '--cache-dir', store]);
-  let stderr = '';
-  const started = new Promise<void>((resolve) => {
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes('| started')) resolve();
-    });
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
-  await Promise.race([started, exited]);
-  child.kill('SIGINT');
-  assert.equal(await exited, 130, stderr);
+  const { code, stderr } = await signalWhen(child, '| started', 'SIGINT');
+  assert.equal(code, 130, stderr);
   assert.match(stderr, /ocibuild: interrupted/);
   assert.doesNotMatch(stderr, /never/);
   const sleeping = spawnSync('pgrep', ['-f', 'sleep 61']);

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { buildAptRepo, generateTestKey, type FixtureRepo } from '../support/aptrepo.js';
-import { CLI, ocibuild, scratchSpec } from '../support/cli.js';
+import { CLI, ocibuild, scratchSpec, signalWhen } from '../support/cli.js';
 import { serveDirectory, type TestServer } from '../support/http.js';
 import { busyboxFiles, captools, type FixturePackage } from '../support/deb.js';
 
@@ -314,17 +314,7 @@ for (const [signal, code, word] of [['SIGTERM', 143, 'terminated'], ['SIGINT', 1
     const store = path.join(dir, 'store');
     const layout = path.join(dir, 'out');
     const child = spawn(CLI, ['build', '-f', path.join(dir, 'image.yaml'), '-o', `oci:${layout}:latest`, '--cache-dir', store], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    const started = new Promise<void>((resolve) => {
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (stderr.includes('| started')) resolve();
-      });
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
-    await Promise.race([started, exited]);
-    child.kill(signal);
-    const exitCode = await exited;
+    const { code: exitCode, stderr } = await signalWhen(child, '| started', signal);
     assert.equal(exitCode, code, stderr);
     assert.match(stderr, new RegExp(`ocibuild: ${word}`));
     assert.doesNotMatch(stderr, /never/);

@@ -1,6 +1,7 @@
 // Runs the compiled CLI the way a user does. Async spawn: the fixture servers live
 // in the test process and must keep answering while the CLI runs.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,4 +47,26 @@ export function scratchSpec(url: string, keyring: string, packages: string[], ex
     ...extra,
     '',
   ].join('\n');
+}
+
+/**
+ * Sends `signal` to `child` once its stderr shows `text` (or it has exited), and
+ * waits for it to end: its exit code and everything it wrote to stderr.
+ */
+export async function signalWhen(
+  child: ChildProcessByStdio<Writable | null, Readable | null, Readable>,
+  text: string,
+  signal: NodeJS.Signals,
+): Promise<{ code: number | null; stderr: string }> {
+  let stderr = '';
+  const seen = new Promise<void>((resolve) => {
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes(text)) resolve();
+    });
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  await Promise.race([seen, exited]);
+  child.kill(signal);
+  return { code: await exited, stderr };
 }
