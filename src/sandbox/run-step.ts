@@ -235,7 +235,8 @@ async function plan(view: string, o: RunStepOptions, hostResolv: boolean): Promi
   if (wd.kind !== undefined && wd.kind !== 'dir') throw new OcibuildError(`working directory ${workdir} is not a directory in the image`, { where: o.where });
   if (wd.kind === undefined) {
     if (inTmpfs(wd.path)) throw new OcibuildError(`working directory ${workdir} is inside a tmpfs of the sandbox and does not exist`, { where: o.where });
-    missing.push({ path: wd.path, kind: 'dir' });
+    // Made for the step's user, as BuildKit makes a WORKDIR: a non-root user can write there.
+    missing.push({ path: wd.path, kind: 'dir', ...(user.uid !== 0 || user.gid !== 0 ? { uid: user.uid, gid: user.gid } : {}) });
   }
 
   const binds: BindMount[] = [];

@@ -31,6 +31,9 @@ export interface ScaffoldEntry {
   kind: 'dir' | 'file';
   /** Permission bits; 0o755 for directories and 0o644 for files by default. */
   mode?: number;
+  /** Owner of the entry itself (parents made on the way stay root's); default root. */
+  uid?: number;
+  gid?: number;
 }
 
 /** The mount points every backend uses; `extra` are the backend's own. */
@@ -65,6 +68,14 @@ export async function writeScaffold(root: string, entries: ScaffoldEntry[], mtim
     if (await exists(p)) continue;
     if (e.kind === 'dir') {
       await ensureDir(e.path, e.mode ?? 0o755);
+      if (e.uid !== undefined || e.gid !== undefined) {
+        try {
+          await chown(p, e.uid ?? 0, e.gid ?? 0);
+        } catch (err) {
+          // In a user namespace of one id, only that id exists: the directory stays the caller's.
+          if ((err as NodeJS.ErrnoException).code !== 'EPERM' && (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        }
+      }
     } else {
       await ensureDir(dirname(e.path), 0o755);
       await writeFile(p, '', { mode: e.mode ?? 0o644 });

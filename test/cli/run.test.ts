@@ -308,6 +308,18 @@ async function leftovers(store: string): Promise<string[]> {
 }
 
 
+test('a workdir the image lacks is made for the step\'s user, so a non-root step can write there', async () => {
+  const dir = await specDir('workdir-user', runSpec(['run:', '  user: "1234:1234"', '  workdir: /work/here', '  commands: ["touch made"]']));
+  const r = await build(dir);
+  assert.equal(r.code, 0, r.stderr);
+  const manifest = readManifest(r.layout);
+  const entries = tarEntries(r.layout, manifest.layers[1]!.digest);
+  const made = entries.find((e) => e.name === 'work/here/made');
+  const here = entries.find((e) => e.name.replace(/\/$/, '') === 'work/here');
+  assert.equal(made?.uid, 1234, JSON.stringify(entries.map((e) => [e.name, e.uid])));
+  assert.equal(here?.uid, 1234, 'the directory is the user\'s');
+});
+
 for (const [signal, code, word] of [['SIGTERM', 143, 'terminated'], ['SIGINT', 130, 'interrupted']] as const) {
   test(`${signal} during a RUN step: exit ${code}, the sandbox gone, no output, nothing left in the store's scratch area`, async () => {
     const dir = await specDir(`signal-${signal}`, runSpec(yamlList('run', ['echo started', 'sleep 60', 'echo never'])));
